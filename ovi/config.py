@@ -1,0 +1,111 @@
+"""Typed configs: dataclass schemas merged with OmegaConf YAML.
+
+Every YAML under ``configs/`` is loaded through a schema here (or in ``train/config.py`` and
+``data_pipeline/config.py``), so a misspelt key or a missing mandatory value is an error that names it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+# The released audio tower places audio token l at video latent frame l * 0.19676, the shipped value
+# (close to, but not, 31/157 = 0.19745; the difference is measurable against the reference).
+AUDIO_ROPE_SCALE_RELEASED = 0.19676
+
+
+@dataclass
+class TowerConfig:
+    """One Wan2.2-shaped DiT tower. ``modality`` picks the patch embedding and the RoPE layout."""
+
+    modality: str = MISSING  # "video" (3-D RoPE, Conv3d patches) or "audio" (1-D RoPE, conv embedding)
+    in_dim: int = MISSING  # latent channels: 48 (Wan2.2 VAE) or 20 (MMAudio VAE)
+    out_dim: int = MISSING
+    patch_size: list[int] = MISSING  # [1, 2, 2] for video, [1] for audio
+    dim: int = 3072
+    ffn_dim: int = 14336
+    freq_dim: int = 256  # sinusoidal timestep features
+    num_heads: int = 24
+    num_layers: int = 30
+    text_len: int = 512  # text contexts are zero-padded to this many tokens
+    text_dim: int = 4096  # UMT5-XXL width
+    eps: float = 1e-6
+    rope_temporal_scale: float = 1.0  # audio: AUDIO_ROPE_SCALE_RELEASED
+    rope_max_positions: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.modality not in ("video", "audio", MISSING):
+            raise ValueError(f"tower modality must be 'video' or 'audio', got {self.modality!r}")
+
+
+@dataclass
+class FusionConfig:
+    """The twin-tower fusion model: one video and one audio tower with the same depth."""
+
+    video: TowerConfig = field(default_factory=lambda: TowerConfig(modality="video"))
+    audio: TowerConfig = field(default_factory=lambda: TowerConfig(modality="audio"))
+
+    def __post_init__(self) -> None:
+        if self.video.num_layers != self.audio.num_layers and MISSING not in (
+            self.video.num_layers,
+            self.audio.num_layers,
+        ):
+            raise ValueError("video and audio towers must have the same num_layers (they fuse block by block)")
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Merge ``schema`` defaults, the YAML at ``path`` and ``key=value`` overrides into a schema instance.
+
+    Unknown keys, wrong types and missing mandatory values raise ``ValueError`` naming the key.
+    """
+    base = OmegaConf.structured(schema)
+    try:
+        layers = [base]
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file not found: {path}")
+            layers.append(OmegaConf.load(path))
+        if overrides:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        where = f" in {path}" if path is not None else ""
+        raise ValueError(f"invalid config{where}: {e}") from e
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def load_fusion_config(path: str | Path, overrides: Sequence[str] = ()) -> FusionConfig:
+    return load_config(FusionConfig, path, overrides)
+
+
+# Options of the reference's WanModel that the released towers do not use; we support only these values.
+_REFERENCE_FIXED = {"qk_norm": True, "cross_attn_norm": True, "window_size": [-1, -1]}
+
+
+def tower_config_from_reference(kwargs: dict[str, Any]) -> TowerConfig:
+    """Map the reference's tower kwargs (Ovi's ``configs/model/dit/{video,audio}.json``) to a TowerConfig."""
+    for key, value in _REFERENCE_FIXED.items():
+        if key in kwargs and kwargs[key] != value:
+            raise ValueError(f"reference option {key}={kwargs[key]!r} is not supported (the release uses {value!r})")
+    modality = {"ti2v": "video", "t2v": "video", "t2a": "audio"}.get(kwargs.get("model_type", ""))
+    if modality is None:
+        raise ValueError(f"unknown reference model_type {kwargs.get('model_type')!r}; expected ti2v, t2v or t2a")
+    names = {f: f for f in ("in_dim", "out_dim", "dim", "ffn_dim", "freq_dim", "num_heads", "num_layers",
+                            "text_len", "text_dim", "eps")}
+    names["temporal_rope_scaling_factor"] = "rope_temporal_scale"
+    fields = {names[k]: v for k, v in kwargs.items() if k in names}
+    return TowerConfig(modality=modality, patch_size=list(kwargs["patch_size"]), **fields)
+
+
+def fusion_config_from_reference(video_kwargs: dict[str, Any], audio_kwargs: dict[str, Any]) -> FusionConfig:
+    return FusionConfig(video=tower_config_from_reference(video_kwargs), audio=tower_config_from_reference(audio_kwargs))

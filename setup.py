@@ -1,0 +1,65 @@
+"""Install: ``pip install -e ".[dev]"`` (see README.md).
+
+torch is required but never upgraded here: install the build you want first (CPU, or CUDA on a GPU
+host) and the loose ``torch>=2.4`` pin keeps it.
+"""
+from setuptools import find_packages, setup
+
+CORE = [
+    "torch>=2.4",
+    "numpy>=1.26",
+    "safetensors>=0.4",
+    "omegaconf>=2.3",
+    "tqdm>=4.66",
+    "diffusers>=0.35",
+    "transformers>=4.51",
+    "huggingface_hub>=0.30",
+    "sentencepiece>=0.2",
+    "ftfy>=6.2",
+    "bigvgan>=2.4",
+    "soundfile>=0.12",
+    "av>=12",
+    "imageio-ffmpeg>=0.5",
+    "pillow>=10",
+]
+TRAIN = [
+    "deepspeed>=0.15",
+    "webdataset>=0.2.100",
+    "tensorboard>=2.15",
+]
+DATA = [
+    "decord>=0.6",
+    "webdataset>=0.2.100",
+    "opencv-python-headless>=4.8",
+    # syncnet-python (installed with --no-deps, see README) imports scenedetect.video_manager,
+    # which 0.7 removed.
+    "scenedetect>=0.6,<0.7",
+    "python_speech_features>=0.6",
+    "ffmpeg-python>=0.2",
+    "scipy>=1.10",
+    "pyarrow>=14",
+    "ray[data]>=2.9",
+]
+DEV = ["pytest>=8", "pytest-timeout>=2.3"]
+
+setup(
+    name="ovi",
+    version="0.1.0",
+    description="Ovi-style twin-backbone audio-video generation: model, generation, training, data pipeline",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ovi", "ovi.*", "train", "train.*", "data_pipeline", "data_pipeline.*"]),
+    install_requires=CORE,
+    extras_require={
+        "train": TRAIN,
+        "data": DATA,
+        "dev": sorted(set(TRAIN + DATA + DEV)),
+    },
+    entry_points={
+        "console_scripts": [
+            "ovi-generate=ovi.cli.generate:main",
+            "ovi-download=ovi.cli.download:main",
+            "ovi-train=train.cli:main",
+            "ovi-data=data_pipeline.cli:main",
+        ]
+    },
+)

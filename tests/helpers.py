@@ -1,0 +1,29 @@
+"""Numerical comparison helpers shared by the fixture tests."""
+from __future__ import annotations
+
+import torch
+
+
+def rel_l2(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def max_abs(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.double() - ref.double()).abs().max())
+
+
+def assert_close(
+    out: torch.Tensor,
+    ref: torch.Tensor,
+    *,
+    rel: float,
+    abs_: float | None = None,
+    abs_frac_of_max: float | None = None,
+    name: str = "",
+) -> None:
+    """Assert ``rel_l2 <= rel`` and ``max_abs <= abs_`` (or ``abs_frac_of_max * max|ref|``)."""
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
+    r, m = rel_l2(out, ref), max_abs(out, ref)
+    bound = abs_ if abs_ is not None else abs_frac_of_max * float(ref.double().abs().max())
+    assert r <= rel and m <= bound, f"{name}: rel_l2 {r:.3g} (<= {rel:g}) max_abs {m:.3g} (<= {bound:.3g})"

@@ -1,0 +1,142 @@
+"""The fusion model: the released key manifest, and the reference's numbers on tiny_fusion_* fixtures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import assert_close
+from ovi.checkpoints import build_fusion_model, expected_shapes, parameter_count
+from ovi.config import fusion_config_from_reference, load_fusion_config
+from ovi.models.attention import attention, resolve_backend
+from ovi.models.fusion import FusionModel
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_release_manifest_keys_shapes_and_totals(reference_dir: Path) -> None:
+    manifest = json.loads((reference_dir / "ovi_fusion_11b_keys.json").read_text())
+    model = build_fusion_model(load_fusion_config(REPO / "configs/model/ovi_11b.yaml"))
+    shapes = expected_shapes(model)
+    want = {t["key"]: tuple(t["shape"]) for t in manifest["tensors"]}
+    assert list(shapes) == [t["key"] for t in manifest["tensors"]]  # same keys, same order
+    assert shapes == want
+    totals = manifest["totals"]
+    assert parameter_count(model) == totals["all"]
+    assert parameter_count(model.video_model) == totals["video_model"]
+    assert parameter_count(model.audio_model) == totals["audio_model"]
+    fusion = {k: v for k, v in model.state_dict().items() if "_fusion" in k}
+    assert parameter_count(fusion) == totals["fusion_layers"]
+
+
+# -- golden tensors -----------------------------------------------------------------------------
+def _load_case_inputs(inputs: dict, case: dict, name: str, dtype: torch.dtype) -> list[torch.Tensor] | None:
+    keys = [f"{name}.{i}" for i in range(case["batch"])]
+    if keys[0] not in inputs:
+        return None
+    return [inputs[k].to(dtype) for k in keys]
+
+
+@pytest.fixture(scope="module")
+def fixture(tiny_fusion_dir: Path):
+    cfg_json = json.loads((tiny_fusion_dir / "config.json").read_text())
+    cfg = fusion_config_from_reference(cfg_json["video_config_resolved"], cfg_json["audio_config_resolved"])
+    model = FusionModel(cfg, init=False)
+    model.load_state_dict(load_file(tiny_fusion_dir / "weights.safetensors"), strict=True)
+    return {
+        "model": model.eval(),
+        "cases": cfg_json["forward"]["cases"],
+        "inputs": load_file(tiny_fusion_dir / "inputs.safetensors"),
+        "fp64": load_file(tiny_fusion_dir / "outputs_fp64.safetensors"),
+        "bf16": load_file(tiny_fusion_dir / "outputs.safetensors"),
+    }
+
+
+def run_case(model: FusionModel, inputs: dict, name: str, case: dict, dtype: torch.dtype):
+    p = {k: inputs[f"{name}.{k}"] for k in ("vid_seq_len", "audio_seq_len", "slg_layer", "first_frame_is_clean")}
+    with torch.no_grad():
+        return model(
+            video=_load_case_inputs(inputs, case, f"{name}.video", dtype),
+            audio=_load_case_inputs(inputs, case, f"{name}.audio", dtype),
+            t=inputs[f"{name}.t"],
+            video_context=_load_case_inputs(inputs, case, f"{name}.vid_context", dtype),
+            audio_context=_load_case_inputs(inputs, case, f"{name}.audio_context", dtype),
+            video_seq_len=None if int(p["vid_seq_len"]) < 0 else int(p["vid_seq_len"]),
+            audio_seq_len=None if int(p["audio_seq_len"]) < 0 else int(p["audio_seq_len"]),
+            first_frame_is_clean=bool(int(p["first_frame_is_clean"])),
+            slg_layer=int(p["slg_layer"]) or None,  # the fixture stores 0 for "off"
+        )
+
+
+@pytest.mark.parametrize("tier", ["fp32_vs_fp64", "bf16_vs_bf16"])
+def test_forward_cases_match_reference(fixture, tier: str) -> None:
+    dtype = torch.float32 if tier == "fp32_vs_fp64" else torch.bfloat16
+    model = fixture["model"].to(dtype)
+    golden = fixture["fp64"] if dtype == torch.float32 else fixture["bf16"]
+    checked = 0
+    for name, case in fixture["cases"].items():
+        outs = dict(zip(("video_out", "audio_out"), run_case(model, fixture["inputs"], name, case, dtype)))
+        for kind, tensors in outs.items():
+            for i, out in enumerate(tensors or []):
+                ref = golden[f"{name}.{kind}.{i}"]
+                assert out.dtype == dtype
+                if dtype == torch.float32:
+                    assert_close(out, ref, rel=1e-5, abs_=1e-4, name=f"{name}.{kind}.{i}")
+                else:
+                    assert_close(out.float(), ref.float(), rel=4e-2, abs_frac_of_max=0.05, name=f"{name}.{kind}.{i}")
+                checked += 1
+    assert checked == sum(len(c["video_latent_shapes"] or []) + len(c["audio_latent_shapes"] or [])
+                          for c in fixture["cases"].values())
+
+
+def test_padding_does_not_change_outputs(fixture) -> None:
+    """Extra padded tokens (video_seq_len / audio_seq_len) are masked out of every attention."""
+    model = fixture["model"].float()
+    g = torch.Generator().manual_seed(0)
+    video, audio = [torch.randn(48, 2, 4, 4, generator=g)], [torch.randn(9, 20, generator=g)]
+    ctx = [torch.randn(5, model.cfg.video.text_dim, generator=g)]
+    t = torch.tensor([500])
+    with torch.no_grad():
+        v0, a0 = model(video, audio, t, ctx, ctx)
+        v1, a1 = model(video, audio, t, ctx, ctx, video_seq_len=13, audio_seq_len=20)
+    assert torch.allclose(v0[0], v1[0], atol=1e-5) and torch.allclose(a0[0], a1[0], atol=1e-5)
+
+
+def test_slg_layer_validation(fixture) -> None:
+    model = fixture["model"].float()
+    video, audio, ctx = [torch.randn(48, 1, 2, 2)], [torch.randn(4, 20)], [torch.randn(3, 4096)]
+    with pytest.raises(ValueError, match="slg_layer"):
+        model(video, audio, torch.tensor([10]), ctx, ctx, slg_layer=len(model.video_model.blocks))
+
+
+def test_fresh_model_outputs_zero_and_video_fusion_scaled() -> None:
+    model = FusionModel(load_fusion_config(REPO / "configs/model/tiny.yaml"))
+    video, audio, ctx = [torch.randn(48, 1, 4, 4)], [torch.randn(6, 20)], [torch.randn(3, 4096)]
+    with torch.no_grad():
+        v, a = model(video, audio, torch.tensor([700]), ctx, ctx)
+    assert v[0].abs().max() == 0 and a[0].abs().max() == 0  # zero-initialised heads
+    vk = model.video_model.blocks[0].cross_attn.k_fusion.weight.std()
+    ak = model.audio_model.blocks[0].cross_attn.k_fusion.weight.std()
+    assert 0.05 < float(vk.detach() / ak.detach()) < 0.2  # only the video tower's fusion projections are scaled by 1/10
+
+
+def test_context_longer_than_text_len_is_a_clear_error() -> None:
+    model = FusionModel(load_fusion_config(REPO / "configs/model/tiny.yaml"))
+    too_long = [torch.randn(model.cfg.video.text_len + 1, 4096)]
+    with pytest.raises(ValueError, match="at most"):
+        model([torch.randn(48, 1, 2, 2)], [torch.randn(4, 20)], torch.tensor([1]), too_long, too_long)
+
+
+def test_sdpa_key_mask_equals_unpadded_attention() -> None:
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 7, 3, 8, generator=g) for _ in range(3))
+    k_lens = torch.tensor([7, 4])
+    out = attention(q, k, v, k_lens=k_lens, backend="sdpa")
+    ref = attention(q[1:], k[1:, :4], v[1:, :4], backend="sdpa")
+    assert torch.allclose(out[1:], ref, atol=1e-6)
+    assert resolve_backend("auto", q) == "sdpa"  # CPU: no flash
+    with pytest.raises(RuntimeError, match="sdpa"):
+        resolve_backend("flash2", q)
