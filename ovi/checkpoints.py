@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from ovi.config import FusionConfig
 from ovi.models.fusion import FusionModel
+from ovi.state_dict_utils import StateDictMismatchError, check_state_dict
 
 OVI_HUB_REPO = "chetwinlow1/Ovi"
 FP8_HUB_REPO = "rkfg/Ovi-fp8_quantized"
@@ -30,11 +31,10 @@ RELEASE_FILES = {
 }
 FP8_FILE = "model_fp8_e4m3fn.safetensors"  # community fp8 e4m3fn copy of the 720x720_5s weights
 _FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
-_SHOW = 5  # keys listed per category in a mismatch report
 
 
-class CheckpointMismatchError(ValueError):
-    """The file's keys or shapes do not match the model being loaded."""
+class CheckpointMismatchError(StateDictMismatchError):
+    """A fusion file's keys or shapes do not match the model being loaded."""
 
 
 def build_fusion_model(cfg: FusionConfig, device: str | torch.device = "meta") -> FusionModel:
@@ -45,21 +45,6 @@ def build_fusion_model(cfg: FusionConfig, device: str | torch.device = "meta") -
 
 def expected_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def describe_mismatch(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]) -> str | None:
-    """Human-readable report of missing / unexpected / mis-shaped keys, or None when they agree."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shaped = [f"{k}: file {found[k]} vs model {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
-    if not (missing or unexpected or shaped):
-        return None
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)):
-        if items:
-            more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-            parts.append(f"{len(items)} {label}: " + ", ".join(items[:_SHOW]) + more)
-    return "; ".join(parts)
 
 
 def read_safetensors(
@@ -93,13 +78,13 @@ def load_fusion_checkpoint(
     """Build the model on meta and load a released fusion file strictly (fp8 files are upcast)."""
     model = build_fusion_model(cfg)
     state = read_safetensors(path, device, dtype)
-    report = describe_mismatch(expected_shapes(model), {k: tuple(v.shape) for k, v in state.items()})
-    if report:
-        raise CheckpointMismatchError(
-            f"{path} does not match the configured fusion model: {report}. Released files: "
-            f"{', '.join(f'{f} ({v})' for v, f in RELEASE_FILES.items())}, {FP8_FILE} (720x720_5s); "
-            "check that the model config matches the file (configs/model/ovi_11b.yaml for the release)."
-        )
+    try:
+        check_state_dict(expected_shapes(model), state, source=str(path), hint=(
+            f"Released files: {', '.join(f'{f} ({v})' for v, f in RELEASE_FILES.items())}, {FP8_FILE} "
+            "(720x720_5s); check that the model config matches the file "
+            "(configs/model/ovi_11b.yaml for the release)."))
+    except StateDictMismatchError as e:
+        raise CheckpointMismatchError(str(e)) from None
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 

@@ -65,8 +65,8 @@ def test_missing_and_renamed_keys_are_named(tmp_path: Path, tiny) -> None:
     with pytest.raises(CheckpointMismatchError) as err:
         load_fusion_checkpoint(tmp_path / "bad.safetensors", cfg)
     msg = str(err.value)
-    assert "2 missing" in msg and "audio_model.head.head.bias" in msg and "video_model.blocks.0.ffn.0.weight" in msg
-    assert "1 unexpected" in msg and "video_model.blocks.0.ffn.9.weight" in msg
+    assert "2 missing keys" in msg and "audio_model.head.head.bias" in msg and "video_model.blocks.0.ffn.0.weight" in msg
+    assert "1 unexpected keys" in msg and "video_model.blocks.0.ffn.9.weight" in msg
     assert "model_960x960.safetensors" in msg  # names the expected release files
 
 
@@ -74,7 +74,7 @@ def test_wrong_config_reports_mis_shaped_keys(tmp_path: Path, tiny) -> None:
     cfg, model = tiny
     path = save_fusion_checkpoint(model, tmp_path / "model.safetensors")
     wider = load_fusion_config(REPO / "configs/model/tiny.yaml", ["video.ffn_dim=512"])
-    with pytest.raises(CheckpointMismatchError, match=r"mis-shaped: video_model.blocks.0.ffn.0.weight"):
+    with pytest.raises(CheckpointMismatchError, match=r"mis-shaped keys: video_model.blocks.0.ffn.0.weight"):
         load_fusion_checkpoint(path, wider)
 
 

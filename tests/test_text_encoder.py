@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from ovi.codecs.state_dict_utils import StateDictMismatchError
+from ovi.state_dict_utils import StateDictMismatchError
 from ovi.codecs.text_encoder import (
     RELEASE_FILE,
     TOKENIZER_DIR,

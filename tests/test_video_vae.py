@@ -10,7 +10,7 @@ from helpers import assert_close
 from safetensors.torch import load_file
 from torch import nn
 
-from ovi.codecs.state_dict_utils import StateDictMismatchError
+from ovi.state_dict_utils import StateDictMismatchError
 from ovi.codecs.video_vae import (
     RELEASE_FILE,
     VideoVAE,

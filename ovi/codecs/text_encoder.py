@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel
 
-from ovi.codecs.state_dict_utils import check_state_dict, load_release_state_dict, rename_keys
+from ovi.state_dict_utils import check_state_dict, load_release_state_dict, rename_keys
 
 RELEASE_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 RELEASE_DIR = "checkpoints/Wan2.2-TI2V-5B"

@@ -22,7 +22,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from torch import nn
 
-from ovi.codecs.state_dict_utils import check_state_dict, load_release_state_dict, rename_keys
+from ovi.state_dict_utils import check_state_dict, load_release_state_dict, rename_keys
 
 RELEASE_FILE = "Wan2.2_VAE.pth"
 RELEASE_DIR = "checkpoints/Wan2.2-TI2V-5B"
