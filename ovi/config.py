@@ -109,3 +109,64 @@ def tower_config_from_reference(kwargs: dict[str, Any]) -> TowerConfig:
 
 def fusion_config_from_reference(video_kwargs: dict[str, Any], audio_kwargs: dict[str, Any]) -> FusionConfig:
     return FusionConfig(video=tower_config_from_reference(video_kwargs), audio=tower_config_from_reference(audio_kwargs))
+
+
+@dataclass
+class CheckpointPaths:
+    """Release files, relative to ``root`` unless absolute (``ovi-download`` lays them out like this)."""
+
+    root: str = "checkpoints"
+    fusion: str = "Ovi/model_960x960_10s.safetensors"
+    video_vae: str = "Wan2.2-TI2V-5B/Wan2.2_VAE.pth"
+    text_encoder: str = "Wan2.2-TI2V-5B/models_t5_umt5-xxl-enc-bf16.pth"
+    tokenizer: str = "Wan2.2-TI2V-5B/google/umt5-xxl"
+    audio_vae: str = "MMAudio/ext_weights/v1-16.pth"
+    vocoder: str = "MMAudio/ext_weights/best_netG.pt"
+
+    def resolve(self, name: str) -> Path:
+        p = Path(getattr(self, name))
+        return p if p.is_absolute() else Path(self.root) / p
+
+
+@dataclass
+class InferenceConfig:
+    """Everything ``ovi-generate`` needs; presets live in configs/inference/."""
+
+    model: str = "configs/model/ovi_11b.yaml"  # fusion model config (YAML path)
+    variant: str = "960x960_10s"  # 720x720_5s | 960x960_5s | 960x960_10s: prompt style of that checkpoint
+    checkpoints: CheckpointPaths = field(default_factory=CheckpointPaths)
+    random_weights: bool = False  # tiny random components, no files: a CPU smoke run (output is noise)
+
+    # Shape of what is generated.
+    area: int = 960 * 960  # pixel area; height/width follow the aspect ratio, snapped to multiples of 32
+    aspect_ratio: list[int] = field(default_factory=lambda: [1, 1])  # [width, height]; i2v uses the image's
+    num_frames: int = 241  # 24 fps: 121 -> 5.04 s, 241 -> 10.04 s
+    audio_latents: int = 314  # MMAudio latents (31.25 per second): 157 for 5 s, 314 for 10 s
+    fps: int = 24
+    sample_rate: int = 16000
+
+    # Sampling (the release's defaults).
+    solver: str = "unipc"  # unipc | euler | dpm++
+    num_steps: int = 50
+    shift: float = 5.0
+    video_guidance_scale: float = 4.0
+    audio_guidance_scale: float = 3.0
+    slg_layer: int = 11  # fusion block skipped on the negative branch; 0 disables skip-layer guidance
+    video_negative_prompt: str = "jitter, bad hands, blur, distortion"
+    audio_negative_prompt: str = "robotic, muffled, echo, distorted"
+    seed: int = 103
+
+    # Devices and memory.
+    device: str = "cuda"
+    dtype: str = "bfloat16"  # compute dtype of the fusion model and text encoder: bfloat16 | float32
+    cpu_offload: bool = False  # keep each model on the CPU except while it runs
+    fp8: bool = False  # store the fusion model's linear weights in float8 e4m3fn (upcast per layer)
+    attention_backend: str = "auto"  # auto | flash3 | flash2 | sdpa
+
+    # Inputs and outputs.
+    prompt: str = ""
+    image: str = ""  # first frame for image-to-video; empty for text-to-video
+    prompts_file: str = ""  # CSV/TSV with a `prompt` column and an optional `image` column
+    num_samples: int = 1  # samples per prompt (seeds seed, seed+1, ...)
+    output_dir: str = "outputs"
+    save_wav: bool = False

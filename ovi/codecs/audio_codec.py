@@ -1,0 +1,113 @@
+"""The audio codec Ovi's audio tower works in: 16 kHz waveform <-> MMAudio latent [B, 20, L].
+
+    encode: wave [B, N] -> log-mel [B, 80, N // 256] -> VAE posterior mean [B, 20, N // 512]
+    decode: latent [B, 20, L] -> VAE mel [B, 80, 2 L] -> BigVGAN -> wave [B, 512 L]
+
+This is the reference's ``FeaturesUtils(mode='16k')`` ``wrapped_encode`` / ``wrapped_decode``: a 5 s
+clip (121 video frames at 24 fps = 80,667 samples) gives 157 latents, decoded to 80,384 samples.
+The DiT uses the channels-last layout [L, 20] per sample; transposing is the caller's job.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ovi.codecs.audio_vae import (
+    LATENT_CHANNELS,
+    RELEASE_HIDDEN_DIM,
+    AudioVAE,
+    build_audio_vae_on_meta,
+    load_audio_vae,
+)
+from ovi.codecs.audio_vae_layers import TIME_STRIDE
+from ovi.codecs.mel import HOP_LENGTH, N_FFT, N_MELS, PAD, SAMPLE_RATE, MelFrontEnd
+from ovi.codecs.vocoder import build_vocoder_on_meta, load_vocoder
+
+__all__ = [
+    "SAMPLE_RATE",
+    "HOP_LENGTH",
+    "N_MELS",
+    "LATENT_CHANNELS",
+    "SAMPLES_PER_LATENT",
+    "LATENT_RATE",
+    "AudioCodec",
+    "build_audio_codec_on_meta",
+]
+
+# One latent step = TIME_STRIDE mel frames = 512 samples = 32 ms.
+SAMPLES_PER_LATENT = HOP_LENGTH * TIME_STRIDE
+LATENT_RATE = SAMPLE_RATE / SAMPLES_PER_LATENT  # 31.25 latents per second
+MEL_RATE = SAMPLE_RATE / HOP_LENGTH  # 62.5 mel frames per second
+
+
+class AudioCodec(nn.Module):
+    """Mel front end + MMAudio VAE + BigVGAN vocoder, frozen. Build it with ``AudioCodec.from_files``."""
+
+    def __init__(self, vae: AudioVAE, vocoder: nn.Module, mel: MelFrontEnd | None = None) -> None:
+        super().__init__()
+        self.mel = mel if mel is not None else MelFrontEnd()
+        self.vae = vae
+        self.vocoder = vocoder
+
+    @classmethod
+    def from_files(
+        cls,
+        vae_path: str | Path,
+        vocoder_path: str | Path,
+        *,
+        vae_hidden_dim: int = RELEASE_HIDDEN_DIM,
+        vocoder_config: Mapping[str, Any] | str | Path | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "AudioCodec":
+        """Load ``v1-16.pth`` and ``best_netG.pt`` (release layouts; strict key checks).
+
+        ``vae_hidden_dim`` / ``vocoder_config`` (a mapping of bigvgan_vocoder.yml keys to override, or a
+        YAML file) default to the release sizes. Weights are normalised in float32, then cast to ``dtype``.
+        """
+        vae = load_audio_vae(vae_path, hidden_dim=vae_hidden_dim, device=device, dtype=dtype)
+        vocoder = load_vocoder(vocoder_path, config=vocoder_config, device=device, dtype=dtype)
+        return cls(vae, vocoder, MelFrontEnd().to(device)).eval().requires_grad_(False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vae.data_mean.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.vae.data_mean.device
+
+    @staticmethod
+    def num_latents(num_samples: int) -> int:
+        """Latent length for a waveform of ``num_samples`` (80,640 or 80,667 -> 157)."""
+        mel_frames = (num_samples + 2 * PAD - N_FFT) // HOP_LENGTH + 1
+        return mel_frames // TIME_STRIDE
+
+    @staticmethod
+    def num_samples(num_latents: int) -> int:
+        """Decoded waveform length for ``num_latents`` latents (157 -> 80,384)."""
+        return num_latents * SAMPLES_PER_LATENT
+
+    def encode(self, wave: torch.Tensor) -> torch.Tensor:
+        """wave [B, N] at 16 kHz (clipped to [-1, 1]) -> posterior mean [B, 20, L] in the codec dtype."""
+        mel = self.mel(wave.to(self.device))  # [B, 80, T], at least float32
+        return self.vae.encode(mel.to(self.dtype))
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent [B, 20, L] -> wave [B, 512 L] in [-1, 1], in the codec dtype."""
+        mel = self.vae.decode(latent.to(device=self.device, dtype=self.dtype))  # [B, 80, 2 L]
+        return self.vocode(mel)
+
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        """log-mel [B, 80, T] -> wave [B, 256 T]."""
+        return self.vocoder(mel.to(device=self.device, dtype=self.dtype)).squeeze(1)
+
+
+def build_audio_codec_on_meta(
+    vae_hidden_dim: int = RELEASE_HIDDEN_DIM, vocoder_config: Mapping[str, Any] | str | Path | None = None
+) -> AudioCodec:
+    """The codec with meta tensors in the release files' layout (vocoder still weight-normed)."""
+    return AudioCodec(build_audio_vae_on_meta(vae_hidden_dim), build_vocoder_on_meta(vocoder_config))
