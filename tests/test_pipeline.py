@@ -1,0 +1,95 @@
+"""Generation end to end: the CLI on tiny random components writes a playable mp4 with sound."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ovi.cli.generate import Job, check_jobs, main, read_jobs
+from ovi.codecs.audio_codec import AudioCodec
+from ovi.config import InferenceConfig, load_config
+from ovi.media import read_audio, read_video
+from ovi.pipeline import OviPipeline, size_for_area
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs/inference/tiny_cpu.yaml")
+# Short clips keep the CPU runs quick: 25 frames = 7 latent frames, 32 audio latents = 1.024 s.
+FAST = ["num_frames=25", "audio_latents=32", "num_steps=2", f"model={REPO / 'configs/model/tiny.yaml'}"]
+
+
+def test_size_for_area_snaps_to_32() -> None:
+    assert size_for_area(1, 1, 720 * 720) == (704, 704)  # the release's "720x720" runs at 704x704
+    assert size_for_area(1, 1, 960 * 960) == (960, 960)
+    h, w = size_for_area(16, 9, 960 * 960)
+    assert (h % 32, w % 32) == (0, 0) and w > h and h * w <= 960 * 960
+    with pytest.raises(ValueError):
+        size_for_area(0, 1, 100)
+
+
+def test_cli_tiny_run_writes_mp4_with_sound(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["--config", TINY, *FAST, f"output_dir={out}", "save_wav=true", "num_samples=2"]) == 0
+    mp4s = sorted(out.glob("*.mp4"))
+    assert len(mp4s) == 2 and len(list(out.glob("*.wav"))) == 2  # two seeds
+    frames, fps = read_video(mp4s[0])
+    assert frames.shape == (25, 64, 64, 3) and fps == 24
+    audio = read_audio(mp4s[0])
+    assert abs(len(audio) - AudioCodec.num_samples(32)) <= 1024  # within one AAC frame of 32 latents
+    assert np.abs(audio).max() > 0
+    # Different seeds give different samples.
+    assert not np.array_equal(frames, read_video(mp4s[1])[0])
+
+
+def test_image_to_video_with_cpu_offload(tmp_path: Path) -> None:
+    image = tmp_path / "first.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8)).save(image)
+    cfg = load_config(InferenceConfig, TINY, FAST + ["cpu_offload=true", "area=8192"])
+    result = OviPipeline.from_config(cfg).generate(cfg.prompt, image=image, progress=False)
+    # Size follows the image's 16:9 aspect ratio at the configured area, sides multiples of 32.
+    assert result.video.shape[:2] == (3, 25) and result.video.shape[2:] == size_for_area(160, 90, 8192)
+    assert result.video.abs().max() <= 1.0
+    assert result.audio.shape == (AudioCodec.num_samples(32),)
+
+
+def test_same_seed_reproduces(tmp_path: Path) -> None:
+    cfg = load_config(InferenceConfig, TINY, FAST)
+    pipe = OviPipeline.from_config(cfg)
+    a = pipe.generate(cfg.prompt, seed=5, progress=False)
+    b = pipe.generate(cfg.prompt, seed=5, progress=False)
+    assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
+
+
+def test_release_preset_without_files_fails_fast_naming_each(tmp_path: Path, capsys) -> None:
+    code = main(["--config", str(REPO / "configs/inference/960x960_10s.yaml"),
+                 f"checkpoints.root={tmp_path}", "--prompt", "A dog barks. Audio: barking"])
+    err = capsys.readouterr().err
+    assert code == 2
+    for name in ("model_960x960_10s.safetensors", "Wan2.2_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth",
+                 "v1-16.pth", "best_netG.pt", "umt5-xxl"):
+        assert name in err
+    assert "ovi-download" in err
+
+
+def test_malformed_prompt_rejected_before_loading(capsys) -> None:
+    assert main(["--config", TINY, "--prompt", "He says <S>hi"]) == 2
+    assert "<S>" in capsys.readouterr().err
+
+
+def test_prompts_file_and_bad_image(tmp_path: Path) -> None:
+    (tmp_path / "p.tsv").write_text("prompt\timage\nA cat. Audio: purr\t\nA dog. Audio: bark\tmissing.png\n")
+    cfg = load_config(InferenceConfig, TINY, [f"prompts_file={tmp_path / 'p.tsv'}"])
+    with pytest.raises(ValueError, match="exactly one"):  # the preset also has a prompt
+        read_jobs(cfg)
+    cfg.prompt = ""
+    jobs = read_jobs(cfg)
+    assert jobs == [Job("A cat. Audio: purr", None), Job("A dog. Audio: bark", str(tmp_path / "missing.png"))]
+    with pytest.raises(ValueError, match="prompt 2: image not found"):
+        check_jobs(jobs)
+
+
+def test_config_typo_is_an_error() -> None:
+    with pytest.raises(ValueError, match="num_stpes"):
+        load_config(InferenceConfig, TINY, ["num_stpes=3"])
