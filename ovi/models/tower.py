@@ -166,7 +166,7 @@ class Tower(nn.Module):
         """Latents (video [C, F, H, W] / audio [L, C] each) -> padded tokens and conditioning."""
         if len(latents) != len(context) or t.shape[0] != len(latents):
             raise ValueError(f"batch mismatch: {len(latents)} latents, {len(context)} contexts, t {tuple(t.shape)}")
-        dtype = self.text_embedding[0].weight.dtype
+        dtype = next(self.patch_embedding.parameters()).dtype  # a conv: never fp8-quantised
         if self.cfg.modality == "video":
             embedded = [self.patch_embedding(u.unsqueeze(0).to(dtype)) for u in latents]  # [1, dim, F, h, w]
             grid_sizes = [tuple(u.shape[2:]) for u in embedded]
