@@ -11,7 +11,7 @@ CORE = [
     "safetensors>=0.4",
     "omegaconf>=2.3",
     "tqdm>=4.66",
-    "diffusers>=0.35",
+    "diffusers>=0.42",  # UniPCMultistepScheduler.set_timesteps(sigmas=...) in flow mode
     "transformers>=4.51",
     "huggingface_hub>=0.30",
     "sentencepiece>=0.2",
@@ -31,14 +31,17 @@ DATA = [
     "decord>=0.6",
     "webdataset>=0.2.100",
     "opencv-python-headless>=4.8",
-    # syncnet-python (installed with --no-deps, see README) imports scenedetect.video_manager,
-    # which 0.7 removed.
-    "scenedetect>=0.6,<0.7",
+    # scenedetect 0.6.7.1 and syncnet-python are installed with --no-deps by the README's set-up command:
+    # syncnet-python imports scenedetect.video_manager (gone in 0.7), and 0.6's click<8.3 pin would make pip
+    # backtrack huggingface_hub/transformers/diffusers. These are scenedetect 0.6's own requirements:
+    "platformdirs>=3",
+    "click>=8",
     "python_speech_features>=0.6",
     "ffmpeg-python>=0.2",
     "scipy>=1.10",
     "pyarrow>=14",
     "ray[data]>=2.9",
+    "fsspec>=2023.1",  # bucket inputs (s3://, gs://) through fsspec
 ]
 DEV = ["pytest>=8", "pytest-timeout>=2.3"]
 

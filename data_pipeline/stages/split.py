@@ -1,0 +1,105 @@
+"""Split: find the cuts (PySceneDetect) and cut each scene into back-to-back clips of exactly 121 frames at
+24 fps with 16 kHz mono audio of the same length. A clip never straddles a cut.
+
+Scene detection runs on the same 24 fps resampled timeline the clips are cut from (ffmpeg's fps filter), so
+variable- and other-frame-rate sources are handled alike and frame k of the analysis is at k / 24 s. Each clip
+keeps ``cut_margin_frames`` clear of a cut because the resampler may pick a source frame half a frame away.
+
+Outputs per clip: ``clips/{id}.mp4`` (video only, source resolution, near-lossless h264) and ``clips/{id}.wav``.
+Reasons: ``no_full_clip`` (every scene shorter than a clip), ``incomplete_clip`` (the file ends early: fewer
+frames decode than the container promised), ``incomplete_audio``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scenedetect.detectors import ContentDetector
+
+from data_pipeline.manifest import Record, ok, reject
+from data_pipeline.media import (fit_length, iter_frames, read_wav, run_ffmpeg, stored_frame_count, tmp_path_for,
+                                 write_wav)
+from data_pipeline.stages.base import Stage
+
+# A clip's audio may come up this much short (codec frame granularity) before it counts as truncated.
+AUDIO_SHORTFALL_TOLERANCE_S = 0.1
+
+
+def detect_cuts(path, fps: int, width: int, threshold: float, min_scene_frames: int) -> tuple[list[int], int]:
+    """Frame indices (on the ``fps`` timeline) where a new scene starts, and the number of decodable frames."""
+    detector = ContentDetector(threshold=threshold, min_scene_len=min_scene_frames)
+    cuts: list[int] = []
+    n = 0
+    for n, frame in enumerate(iter_frames(path, fps=fps, width=width, bgr=True), start=1):
+        cuts += detector.process_frame(n - 1, np.ascontiguousarray(frame))
+    if n:
+        cuts += detector.post_process(n - 1)
+    return sorted(c for c in set(cuts) if 0 < c < n), n
+
+
+def clip_windows(cuts: list[int], total: int, clip_frames: int, margin: int, max_per_scene: int
+                 ) -> list[tuple[int, int, int]]:
+    """(scene index, clip index in scene, start frame) of every clip that fits inside a scene's margins."""
+    bounds = [0, *cuts, total]
+    windows = []
+    for scene, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        # The file's own start and end are not cuts: no margin needed there.
+        start = lo + (margin if lo > 0 else 0)
+        end = hi - (margin if hi < total else 0)
+        k = 0
+        while start + clip_frames <= end and (max_per_scene <= 0 or k < max_per_scene):
+            windows.append((scene, k, start))
+            start += clip_frames
+            k += 1
+    return windows
+
+
+class SplitStage(Stage):
+    name = "split"
+
+    def process(self, record: Record) -> list[Record]:
+        cfg = self.cfg.split
+        path = self.source_path(record)
+        cuts, total = detect_cuts(path, cfg.fps, cfg.analysis_width, cfg.scene_threshold, cfg.min_scene_frames)
+        windows = clip_windows(cuts, total, cfg.num_frames, cfg.cut_margin_frames, cfg.max_clips_per_scene)
+        if not windows:
+            return [reject(record, "no_full_clip", f"{len(cuts) + 1} scenes, {total} frames at {cfg.fps} fps")]
+        base = {k: record[k] for k in ("source", "width", "height")}
+        base["source_id"] = record["id"]
+        base["num_scenes"] = len(cuts) + 1
+        return [self._cut(path, base, record["has_audio"], *w) for w in windows]
+
+    def _cut(self, path, base: Record, has_audio: bool, scene: int, k: int, start_frame: int) -> Record:
+        cfg = self.cfg.split
+        clip_id = f"{base['source_id']}_{scene:04d}_{k:03d}"
+        video_rel, audio_rel = f"clips/{clip_id}.mp4", f"clips/{clip_id}.wav"
+        start_s, dur_s = start_frame / cfg.fps, cfg.num_frames / cfg.fps
+        num_samples = round(dur_s * cfg.sample_rate)
+        record = {**base, "id": clip_id, "scene_index": scene, "clip_index": k, "start_s": round(start_s, 6),
+                  "end_s": round(start_s + dur_s, 6), "num_frames": cfg.num_frames, "fps": cfg.fps,
+                  "sample_rate": cfg.sample_rate, "num_samples": num_samples, "video": video_rel,
+                  "audio": audio_rel}
+        video, audio = self.out_path(video_rel), self.out_path(audio_rel)
+        video.parent.mkdir(parents=True, exist_ok=True)
+        tmp_video, tmp_audio = tmp_path_for(video), tmp_path_for(audio)
+        # One ffmpeg run cuts both streams from the same seek point, as a player would align them.
+        args = ["-y", "-ss", f"{start_s:.6f}", "-i", str(path),
+                "-map", "0:v:0", "-vf", f"fps={cfg.fps}", "-frames:v", str(cfg.num_frames), "-an",
+                "-c:v", "libx264", "-crf", str(cfg.crf), "-preset", cfg.preset, "-pix_fmt", "yuv420p",
+                str(tmp_video)]
+        if has_audio:
+            args += ["-map", "0:a:0", "-vn", "-t", f"{dur_s:.6f}", "-ac", "1", "-ar", str(cfg.sample_rate),
+                     "-c:a", "pcm_s16le", str(tmp_audio)]
+        try:
+            run_ffmpeg(args)
+            frames = stored_frame_count(tmp_video)
+            if frames < cfg.num_frames:
+                return reject(record, "incomplete_clip", f"{frames} of {cfg.num_frames} frames decodable")
+            wav = read_wav(tmp_audio)[0] if has_audio else np.zeros(0, np.float32)
+            shortfall_s = (num_samples - len(wav)) / cfg.sample_rate
+            if has_audio and shortfall_s > AUDIO_SHORTFALL_TOLERANCE_S:
+                return reject(record, "incomplete_audio", f"audio {shortfall_s:.3f} s short")
+            write_wav(audio, fit_length(wav, num_samples), cfg.sample_rate)
+            tmp_video.replace(video)
+        finally:
+            tmp_video.unlink(missing_ok=True)
+            tmp_audio.unlink(missing_ok=True)
+        return ok(record)
