@@ -27,3 +27,15 @@ def assert_close(
     r, m = rel_l2(out, ref), max_abs(out, ref)
     bound = abs_ if abs_ is not None else abs_frac_of_max * float(ref.double().abs().max())
     assert r <= rel and m <= bound, f"{name}: rel_l2 {r:.3g} (<= {rel:g}) max_abs {m:.3g} (<= {bound:.3g})"
+
+
+def run_stages(cfg, names: list[str], record: dict) -> list[dict]:
+    """Run data-pipeline stages ``names`` in order on one record, in this process; rejections pass along."""
+    from data_pipeline.stages import build_stage
+
+    records = [record]
+    for name in names:
+        stage = build_stage(name, cfg)
+        stage.setup()
+        records = [out for r in records for out in (stage.run(r) if r.get("status", "ok") == "ok" else [r])]
+    return records

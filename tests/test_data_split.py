@@ -8,21 +8,11 @@ import pytest
 
 from data_pipeline import media, synth
 from data_pipeline.config import load_data_config
-from data_pipeline.stages import build_stage
+from helpers import run_stages
 from data_pipeline.stages.split import clip_windows, detect_cuts
 
 FPS, FRAMES, RATE = 24, 121, 16_000
 CLIP_SAMPLES = round(FRAMES / FPS * RATE)
-
-
-def run_stages(cfg, names, record):
-    """Run ``names`` in order on one record, in this process; earlier rejections are passed along."""
-    records = [record]
-    for name in names:
-        stage = build_stage(name, cfg)
-        stage.setup()
-        records = [out for r in records for out in (stage.run(r) if r.get("status", "ok") == "ok" else [r])]
-    return records
 
 
 @pytest.fixture(scope="module")
