@@ -22,13 +22,13 @@ GOOD = ("A woman at a desk looks up and says <S>Are you ready?<E> then smiles; a
     (GOOD, None),
     ("A quiet street at dusk with cars passing. Audio: traffic ambience and distant horns.", None),
     ("A man talks. <S>hello", "no 'Audio:' description"),
-    ("A man says <S>hi<E>. Audio: a voice. Audio: again", "more than one 'Audio:' marker"),
+    ("A man says <S>hi<E>. Audio: a voice. Audio: again", "'Audio:' after the 'Audio:' description"),
     ("A man says <S>hi<E>. Audio:   ", "empty audio description"),
-    ("A man says <S>hi. Audio: a voice", "unclosed <S> tag"),
-    ("A man says hi<E> there. Audio: a voice", "unbalanced speech tags"),
-    ("A man says <S>one <S>two<E><E>. Audio: a voice", "unbalanced speech tags"),
-    ("A man says <S> <E>. Audio: a voice", "empty <S><E> utterance"),
-    ("Audio: a voice says <S>hi<E>", "speech tags after 'Audio:'"),
+    ("A man says <S>hi. Audio: a voice", "'Audio:' inside <S>…<E>"),
+    ("A man says hi<E> there. Audio: a voice", "stray <E>"),
+    ("A man says <S>one <S>two<E><E>. Audio: a voice", "<S> inside the <S>"),
+    ("A man says <S> <E>. Audio: a voice", "empty <S><E> block"),
+    ("Audio: a voice says <S>hi<E>", "'<S>' after the 'Audio:' description"),
     ("<S>hi<E> Audio: a voice", "no visual description"),
 ])
 def test_caption_validator(text, error):
@@ -94,7 +94,7 @@ def test_malformed_replies_are_retried_then_accepted(clip):
     out, requests = caption_with(clip, flaky, "caption.max_attempts=3")
     assert out[0]["status"] == "ok" and out[0]["caption_attempts"] == 3 and len(requests) == 3
     # The retry tells the model what was wrong.
-    assert "unclosed <S> tag" in requests[1]["messages"][0]["content"][0]["text"]
+    assert "'Audio:' inside <S>…<E>" in requests[1]["messages"][0]["content"][0]["text"]
 
 
 def test_malformed_replies_end_in_rejection(clip):

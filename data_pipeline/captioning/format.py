@@ -4,18 +4,17 @@
     description: for speech the speakers' age, gender, accent, pitch, prosody, emotion and rate; otherwise
     effects, ambience, music>
 
-Rules: ``<S>``/``<E>`` alternate and are balanced (no nesting), no utterance is empty, exactly one ``Audio:``
-marker, it comes after every utterance, and both the text before it and the description after it are
-non-empty. (Local copy of the rules; ``ovi.prompts`` holds the model side of the same format.)
+The structural rules (balanced, non-nested, non-empty ``<S>…<E>``; the audio description last) are the
+model's own prompt rules, so they are checked by ``ovi.prompts``; captions must also carry an ``Audio:``
+description (the spelling the released 1.1 models train on) and, for video clips, a visual description.
 """
 from __future__ import annotations
 
 import re
 from typing import Optional
 
-SPEECH_OPEN, SPEECH_CLOSE, AUDIO_MARKER = "<S>", "<E>", "Audio:"
-_TAG = re.compile(r"<S>|<E>")
-_UTTERANCE = re.compile(r"<S>.*?<E>", re.S)
+from ovi.prompts import AUDIO_COLON, PromptError, parse_prompt
+
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 _LEADS = ("caption:", "Caption:", "**Caption:**")
 
@@ -32,31 +31,17 @@ def normalize_caption(text: str) -> str:
 def caption_error(text: str, *, require_visual: bool = True) -> Optional[str]:
     """Why ``text`` is not a valid caption, or None when it is. ``require_visual=False`` for audio-only
     captions, which may be just an utterance and the audio description."""
-    if AUDIO_MARKER not in text:
+    if AUDIO_COLON not in text:
         return "no 'Audio:' description"
-    if text.count(AUDIO_MARKER) > 1:
-        return "more than one 'Audio:' marker"
-    body, description = text.split(AUDIO_MARKER)
-    if not description.strip():
-        return "empty audio description"
-    if _TAG.search(description):
-        return "speech tags after 'Audio:' (the audio description must come last)"
-    expect = SPEECH_OPEN
-    last = 0
-    for m in _TAG.finditer(body):
-        if m.group() != expect:
-            return f"unbalanced speech tags: found {m.group()} where {expect} was expected"
-        if expect == SPEECH_CLOSE and not body[last:m.start()].strip():
-            return "empty <S><E> utterance"
-        expect = SPEECH_CLOSE if expect == SPEECH_OPEN else SPEECH_OPEN
-        last = m.end()
-    if expect == SPEECH_CLOSE:
-        return "unclosed <S> tag"
-    if require_visual and not _UTTERANCE.sub("", body).strip():
+    try:
+        prompt = parse_prompt(text)
+    except PromptError as e:
+        return str(e)
+    if require_visual and not prompt.video_text:
         return "no visual description before 'Audio:'"
     return None
 
 
 def utterances(text: str) -> list[str]:
     """The spoken words of a valid caption, in order."""
-    return [m.group()[len(SPEECH_OPEN):-len(SPEECH_CLOSE)].strip() for m in _UTTERANCE.finditer(text)]
+    return parse_prompt(text).speech
