@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ovi.models.layers import Linear
+
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
 
@@ -85,7 +87,7 @@ def store_linear_weights_fp8(model: nn.Module, skip: Callable[[str], bool] | Non
     """
     skip = default_skip if skip is None else skip
     targets = [(name, m) for name, m in model.named_modules()
-               if type(m) is nn.Linear and not skip(name)]  # exact type: subclasses may have their own forward
+               if type(m) in (nn.Linear, Linear) and not skip(name)]  # exact types: FP8Linear has its own forward
     saved = 0
     for name, linear in targets:
         fp8 = FP8Linear.from_linear(linear)

@@ -22,6 +22,7 @@ from ovi.models.layers import (
     FeedForward,
     Head,
     LayerNorm,
+    Linear,
     Modulation,
     RMSNorm,
     audio_patch_embedding,
@@ -57,7 +58,7 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.q, self.k, self.v, self.o = (Linear(dim, dim) for _ in range(4))
         # q/k RMS-normed over the full width before the head split.
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
 
@@ -84,7 +85,7 @@ class CrossAttention(SelfAttention):
         self.fusion = fusion
         if fusion:
             target_dim = target_dim or dim
-            self.k_fusion, self.v_fusion = nn.Linear(target_dim, dim), nn.Linear(target_dim, dim)
+            self.k_fusion, self.v_fusion = Linear(target_dim, dim), Linear(target_dim, dim)
             self.pre_attn_norm_fusion = LayerNorm(target_dim, eps, affine=True)
             self.norm_k_fusion = RMSNorm(dim, eps)
 
@@ -145,10 +146,10 @@ class Tower(nn.Module):
         else:
             self.patch_embedding = audio_patch_embedding(cfg.in_dim, cfg.dim)
         self.text_embedding = nn.Sequential(
-            nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim)
+            Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), Linear(cfg.dim, cfg.dim)
         )
-        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
+        self.time_embedding = nn.Sequential(Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), Linear(cfg.dim, 6 * cfg.dim))
         self.blocks = nn.ModuleList(TowerBlock(cfg, fusion) for _ in range(cfg.num_layers))
         self.head = Head(cfg.dim, cfg.out_dim, cfg.patch_size, cfg.eps)
         self.gradient_checkpointing = False
