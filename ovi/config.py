@@ -36,7 +36,6 @@ class TowerConfig:
     text_dim: int = 4096  # UMT5-XXL width
     eps: float = 1e-6
     rope_temporal_scale: float = 1.0  # audio: AUDIO_ROPE_SCALE_RELEASED
-    rope_max_positions: int = 1024
 
     def __post_init__(self) -> None:
         if self.modality not in ("video", "audio", MISSING):

@@ -140,3 +140,14 @@ def test_sdpa_key_mask_equals_unpadded_attention() -> None:
     assert resolve_backend("auto", q) == "sdpa"  # CPU: no flash
     with pytest.raises(RuntimeError, match="sdpa"):
         resolve_backend("flash2", q)
+
+
+def test_model_config_typos_and_missing_keys_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "configs/model/tiny.yaml").read_text().replace("num_heads: 4", "num_haeds: 4", 1))
+    with pytest.raises(ValueError, match="num_haeds"):
+        load_fusion_config(bad)
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("video:\n  modality: video\n  in_dim: 48\n  out_dim: 48\n")
+    with pytest.raises(ValueError, match="patch_size"):
+        load_fusion_config(missing)
