@@ -65,21 +65,23 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def random_components(model_cfg: FusionConfig, seed: int = 0, text_len: int | None = None) -> Components:
-    """Every component at toy width with seeded random weights (float32, CPU)."""
-    torch.manual_seed(seed)
-    model = FusionModel(model_cfg)
-    with torch.no_grad():  # the reference init zeroes the heads; random heads make the run non-trivial
-        for tower in (model.video_model, model.audio_model):
-            tower.head.head.weight.normal_(std=0.02)
-    tokenizer = char_tokenizer()
-    encoder = build_umt5_encoder(
-        TINY_TEXT_ENCODER | {"d_model": model_cfg.video.text_dim, "vocab_size": len(tokenizer)}
-    )
-    audio_vae = AudioVAE(hidden_dim=TINY_AUDIO_VAE_HIDDEN).normalize_weights()
-    vocoder = remove_weight_norm(build_vocoder(TINY_VOCODER))
+    """Every component at toy width with seeded random weights (float32, CPU); the caller's RNG is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = FusionModel(model_cfg)
+        with torch.no_grad():  # the reference init zeroes the heads; random heads make the run non-trivial
+            for tower in (model.video_model, model.audio_model):
+                tower.head.head.weight.normal_(std=0.02)
+        tokenizer = char_tokenizer()
+        encoder = build_umt5_encoder(
+            TINY_TEXT_ENCODER | {"d_model": model_cfg.video.text_dim, "vocab_size": len(tokenizer)}
+        )
+        audio_vae = AudioVAE(hidden_dim=TINY_AUDIO_VAE_HIDDEN).normalize_weights()
+        vocoder = remove_weight_norm(build_vocoder(TINY_VOCODER))
+        video_vae = VideoVAE(build_wan22_vae(TINY_VIDEO_VAE))
     return Components(
         model=model.eval(),
         text_encoder=TextEncoder(encoder, tokenizer, text_len=text_len or model_cfg.video.text_len),
-        video_vae=VideoVAE(build_wan22_vae(TINY_VIDEO_VAE)),
+        video_vae=video_vae,
         audio_codec=AudioCodec(audio_vae.eval(), vocoder.eval()).requires_grad_(False),
     )

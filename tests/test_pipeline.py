@@ -93,3 +93,15 @@ def test_prompts_file_and_bad_image(tmp_path: Path) -> None:
 def test_config_typo_is_an_error() -> None:
     with pytest.raises(ValueError, match="num_stpes"):
         load_config(InferenceConfig, TINY, ["num_stpes=3"])
+
+
+def test_random_components_are_seeded_and_leave_global_rng_alone() -> None:
+    from ovi.components import random_components
+    from ovi.config import load_fusion_config
+
+    cfg = load_fusion_config(REPO / "configs/model/tiny.yaml")
+    state = torch.random.get_rng_state()
+    a, b = random_components(cfg, seed=3), random_components(cfg, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    key = "video_model.blocks.0.self_attn.q.weight"
+    assert torch.equal(a.model.state_dict()[key], b.model.state_dict()[key])
