@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from ovi.components import Components, load_components, random_components
-from ovi.config import FusionConfig, InferenceConfig, load_fusion_config
+from ovi.config import InferenceConfig, load_fusion_config
 from ovi.denoise import Conditioning, GuidanceConfig, denoise
 from ovi.prompts import format_for_checkpoint, validate_prompt
 
@@ -118,10 +118,6 @@ class OviPipeline:
         finally:
             if self.cfg.cpu_offload:
                 module.to("cpu")
-
-    @property
-    def model_cfg(self) -> FusionConfig:
-        return self.c.model.cfg
 
     @torch.inference_mode()
     def generate(
