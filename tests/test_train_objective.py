@@ -1,0 +1,122 @@
+"""The flow-matching objective: noise levels, the velocity target, the timestep scale the sampler uses,
+shared sigma / independent noise in fusion, condition dropout, loss weights."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ovi.sampling import make_scheduler
+from train.config import ObjectiveConfig, SigmaConfig
+from train.objective import NUM_TRAIN_TIMESTEPS, FlowMatchingObjective, add_noise, combine_losses, mse, sample_sigma
+
+NULL = torch.full((3, 4096), 7.0)
+
+
+def objective(**kw) -> FlowMatchingObjective:
+    cfg = ObjectiveConfig(loss_weight_video=0.85, loss_weight_audio=0.15, **kw)
+    return FlowMatchingObjective(cfg, NULL, torch.Generator().manual_seed(0))
+
+
+def test_uniform_sigma_covers_the_unit_interval() -> None:
+    s = sample_sigma(SigmaConfig(), 20_000, torch.Generator().manual_seed(0))
+    assert s.min() > 0 and s.max() <= 1
+    assert abs(float(s.mean()) - 0.5) < 0.01
+    assert abs(float((s < 0.25).float().mean()) - 0.25) < 0.01
+
+
+def test_shift_is_the_samplers_time_shift() -> None:
+    base = sample_sigma(SigmaConfig(), 64, torch.Generator().manual_seed(1))
+    shifted = sample_sigma(SigmaConfig(shift=5.0), 64, torch.Generator().manual_seed(1))
+    expected = 5.0 * base / (1 + 4.0 * base)
+    torch.testing.assert_close(shifted, expected)
+    assert (shifted >= base).all()
+
+
+def test_logit_normal_median_is_sigmoid_of_mean() -> None:
+    s = sample_sigma(SigmaConfig(sampling="logit_normal", logit_mean=-1.0), 20_000, torch.Generator().manual_seed(0))
+    assert abs(float(s.median()) - 1 / (1 + math.e)) < 0.01
+
+
+def test_target_is_noise_minus_data_and_sampler_recovers_x0() -> None:
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(48, 2, 4, 4)
+    xs, v = add_noise(x0, 0.3, g)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(xs, 0.7 * x0 + 0.3 * eps)
+    torch.testing.assert_close(v, eps - x0)
+    torch.testing.assert_close(xs - 0.3 * v, x0)  # the flow sampler's x0 = x - sigma * v
+
+
+def test_model_timestep_is_1000_sigma_as_the_sampler_feeds_it() -> None:
+    obj = objective()
+    nb = obj.prepare(None, [torch.zeros(5, 20)] * 4, [torch.ones(2, 4096)] * 4, torch.float32)
+    torch.testing.assert_close(nb.t, nb.sigma * NUM_TRAIN_TIMESTEPS)
+    sched = make_scheduler("unipc", 50, 5.0)
+    # The release truncates 1000*sigma to an integer: the sampler's t and sigma agree to within one unit.
+    diff = sched.timesteps.double() - NUM_TRAIN_TIMESTEPS * sched.sigmas[:-1].double()
+    assert float(diff.abs().max()) < 1.0
+
+
+def test_fusion_shares_sigma_and_draws_independent_noise() -> None:
+    obj = objective()
+    video = [torch.zeros(48, 2, 2, 2) for _ in range(3)]
+    audio = [torch.zeros(16, 20) for _ in range(3)]  # 320 values, the video's first 320 would match if shared
+    nb = obj.prepare(video, audio, [torch.ones(2, 4096)] * 3, torch.float32)
+    for i in range(3):
+        s = float(nb.sigma[i])
+        eps_v = nb.video_in[i] / s  # clean latents are 0, so x_sigma = sigma * eps
+        eps_a = nb.audio_in[i] / s
+        torch.testing.assert_close(nb.video_target[i], eps_v)
+        torch.testing.assert_close(nb.audio_target[i], eps_a)
+        assert not torch.allclose(eps_v.flatten()[: eps_a.numel()], eps_a.flatten())
+    assert len(set(nb.sigma.tolist())) == 3  # per sample, not per batch
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_text_dropout_extremes(p: float) -> None:
+    obj = objective(text_dropout_video=p, text_dropout_audio=p)
+    ctx = [torch.ones(2, 4096)] * 8
+    nb = obj.prepare(None, [torch.zeros(4, 20)] * 8, ctx, torch.float32)
+    for c in nb.video_context + nb.audio_context:
+        assert torch.equal(c, NULL if p == 1.0 else ctx[0])
+
+
+def test_text_dropout_rate_independent_and_joint() -> None:
+    n = 4000
+    ctx = [torch.ones(1, 4096)] * n
+    audio = [torch.zeros(1, 20)] * n
+    nb = objective(text_dropout_video=0.1, text_dropout_audio=0.3).prepare(None, audio, ctx, torch.float32)
+    dv = torch.tensor([c.shape[0] == 3 for c in nb.video_context])
+    da = torch.tensor([c.shape[0] == 3 for c in nb.audio_context])
+    assert abs(float(dv.float().mean()) - 0.1) < 0.02 and abs(float(da.float().mean()) - 0.3) < 0.03
+    assert 0.01 < float((dv & da).float().mean()) < 0.05  # independent: ~0.03 both dropped
+    nb = objective(text_dropout_video=0.2, text_dropout_joint=True).prepare(None, audio, ctx, torch.float32)
+    dv = torch.tensor([c.shape[0] == 3 for c in nb.video_context])
+    da = torch.tensor([c.shape[0] == 3 for c in nb.audio_context])
+    assert torch.equal(dv, da) and abs(float(dv.float().mean()) - 0.2) < 0.03
+
+
+def test_first_frame_clean_keeps_frame_zero_and_skips_its_loss() -> None:
+    obj = objective(first_frame_clean_prob=1.0)
+    x = torch.randn(48, 3, 2, 2)
+    nb = obj.prepare([x], [torch.zeros(4, 20)], [torch.ones(1, 4096)], torch.float32)
+    assert nb.first_frame_is_clean
+    torch.testing.assert_close(nb.video_in[0][:, 0], x[:, 0])
+    pred = nb.video_target[0].clone()
+    pred[:, 0] += 100.0  # errors on the conditioning frame do not count
+    assert float(mse([pred], nb.video_target, skip_first_frame=True)) == 0.0
+
+
+def test_mse_is_token_weighted_over_unpadded_samples() -> None:
+    pred = [torch.zeros(2, 20), torch.zeros(6, 20)]
+    target = [torch.ones(2, 20), torch.full((6, 20), 2.0)]
+    assert float(mse(pred, target)) == pytest.approx((2 * 20 * 1 + 6 * 20 * 4) / (8 * 20))
+
+
+def test_loss_weights_come_from_the_config() -> None:
+    cfg = ObjectiveConfig(loss_weight_video=0.85, loss_weight_audio=0.15)
+    total = combine_losses(cfg, torch.tensor(2.0), torch.tensor(4.0))
+    assert float(total) == pytest.approx(0.85 * 2 + 0.15 * 4)
+    assert float(combine_losses(cfg, None, torch.tensor(4.0))) == 4.0

@@ -1,0 +1,233 @@
+"""The trainer's structured config: one schema for all three stages (OVI §4.2-4.3).
+
+YAML files under ``configs/train/`` are merged onto these dataclasses by ``ovi.config.load_config``, so a
+misspelt key is an error. Values that define the paper's recipe (loss weights, learning rates, betas, clip
+lengths) live in those YAML files; the defaults here are neutral.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from omegaconf import MISSING
+
+from ovi.config import load_config
+
+STAGES = ("audio_pretrain", "audio_finetune", "fusion")
+AUDIO_STAGES = ("audio_pretrain", "audio_finetune")
+
+# Rates fixed by the codecs (reference_ovi.md §10-11): 16 kHz audio, MMAudio latents at 31.25 Hz,
+# Wan2.2 VAE 4x temporal / 16x spatial compression, 2x2 video patches.
+AUDIO_SAMPLE_RATE = 16_000
+VIDEO_SPATIAL_MULTIPLE = 32  # 16x VAE downsampling times the 2x2 patch
+
+
+@dataclass
+class InitConfig:
+    """Where the weights come from. Paths are files or folders of safetensors (see train/model_init.py)."""
+
+    # Wan2.2-TI2V-5B DiT as Wan releases it (folder with sharded safetensors + index, or one file),
+    # or any file holding a video tower (a released Ovi file: its ``video_model.`` part is used).
+    video_tower: Optional[str] = None
+    # Stage-1/2 export (standalone audio tower), or an Ovi file (its ``audio_model.`` part).
+    audio_tower: Optional[str] = None
+    # A released Ovi fusion file: both towers *and* the cross-modal layers (fine-tuning the release).
+    fusion: Optional[str] = None
+
+
+@dataclass
+class SigmaConfig:
+    sampling: str = "uniform"  # "uniform" (paper) or "logit_normal"
+    shift: float = 1.0  # sigma' = shift*s / (1 + (shift-1)*s), applied after sampling; 1 = no shift
+    logit_mean: float = 0.0  # logit_normal only
+    logit_std: float = 1.0
+
+
+@dataclass
+class ObjectiveConfig:
+    sigma: SigmaConfig = field(default_factory=SigmaConfig)
+    # Fusion stage only (paper: 0.85 / 0.15); the audio stages train on the audio loss alone.
+    loss_weight_video: Optional[float] = None
+    loss_weight_audio: Optional[float] = None
+    # Condition dropout to the null-prompt embedding, so classifier-free guidance works at sampling time.
+    text_dropout_video: float = 0.1
+    text_dropout_audio: float = 0.1
+    text_dropout_joint: bool = False  # one draw drops both prompts (probability text_dropout_video)
+    null_prompt: str = ""
+    # Image-to-video: with this probability a batch keeps latent frame 0 clean (t=0 there, no loss on it).
+    first_frame_clean_prob: float = 0.0
+
+
+@dataclass
+class AudioClipConfig:
+    mode: str = "fixed"  # "fixed": exactly `seconds`; "variable": up to `seconds`, shorter kept as is
+    seconds: float = MISSING  # paper: 12 (pretraining, max), 5.04 (fine-tuning and fusion: 121 frames at 24 fps)
+    min_seconds: float = 1.0  # variable mode: shorter clips are skipped
+
+
+@dataclass
+class VideoClipConfig:
+    num_frames: int = 121  # 5.04 s at 24 fps -> 31 latent frames
+    height: Optional[int] = None  # resize + centre-crop to this size; None keeps the shard's size
+    width: Optional[int] = None
+
+
+@dataclass
+class DataConfig:
+    source: str = "precomputed"  # "precomputed" (train/precompute.py output) or "raw" (mp4/wav shards)
+    shards: list[str] = MISSING  # dataset folders (each with shards/index.json)
+    weights: Optional[list[float]] = None  # mixing weight per dataset; default: by sample count
+    batch_size: int = 1  # per rank, per micro-step
+    interleave: int = 4  # shards each rank reads from at once (mixing)
+    bucket_batches: int = 8  # batches sorted by length together, to cut padding
+    decode_workers: int = 2  # threads decoding samples ahead of the trainer
+    prefetch_samples: int = 16
+    video: VideoClipConfig = field(default_factory=VideoClipConfig)
+    audio: AudioClipConfig = field(default_factory=AudioClipConfig)
+
+
+@dataclass
+class EncodersConfig:
+    """Only for ``data.source: raw`` and ``train.precompute``."""
+
+    kind: str = "ovi"  # "ovi" (the released codecs) or "random" (tiny fixed projections, tests and benchmarks)
+    video_vae: Optional[str] = None  # Wan2.2_VAE.pth
+    audio_vae: Optional[str] = None  # MMAudio v1-16.pth
+    text_encoder: Optional[str] = None  # models_t5_umt5-xxl-enc-bf16.pth
+    tokenizer: Optional[str] = None  # google/umt5-xxl tokenizer folder
+    dtype: str = "bf16"
+    seed: int = 0  # "random" kind only
+
+
+@dataclass
+class OptimConfig:
+    lr: float = MISSING  # paper: 1e-4 (audio stages), 5e-5 (fusion)
+    betas: list[float] = MISSING  # paper: [0.9, 0.999] (audio), [0.9, 0.95] (fusion)
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # applied to matrices only
+    warmup_steps: int = 0
+    schedule: str = "constant"  # after warm-up: "constant", "cosine" or "linear" decay to min_lr_ratio*lr
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0  # global L2 norm; 0 disables
+    fused: bool = False  # torch's fused AdamW kernel (GPU)
+
+
+@dataclass
+class EngineConfig:
+    deepspeed_config: str = "configs/train/deepspeed/zero2.json"
+    gradient_accumulation_steps: int = 1
+    precision: str = "bf16"  # "bf16" (DeepSpeed bf16: bf16 weights, fp32 master copy) or "fp32"
+    activation_checkpointing: bool = True  # recompute each block in backward
+    dist_backend: str = "auto"  # nccl on GPU, gloo on CPU
+    # DeepSpeed's CPU accelerator JIT-builds a shared-memory allreduce (~80 s) on first use; plain gloo
+    # collectives are enough for CPU tests.
+    cpu_shm_comm: bool = False
+
+
+@dataclass
+class CheckpointConfig:
+    dir: Optional[str] = None  # default: {run_dir}/checkpoints
+    every_steps: int = 1000
+    keep_last: int = 2
+    resume: bool = True  # continue from the latest complete checkpoint in `dir` if there is one
+    export_on_finish: bool = True  # write {run_dir}/export/model.safetensors at the end
+    export_dtype: str = "bf16"
+
+
+@dataclass
+class LoggingConfig:
+    every_steps: int = 10
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "ovi"
+    wandb_run_name: Optional[str] = None
+    # Dense bf16 peak per device for the MFU estimate; 0 = look the GPU up (unknown devices: no MFU).
+    peak_tflops: float = 0.0
+
+
+@dataclass
+class DebugConfig:
+    """Fault injection for the resume test: SIGKILL rank 0 after every rank wrote checkpoint N and before it is
+    committed, so the run dies between steps with a half-saved checkpoint on disk."""
+
+    kill_in_save_at_step: Optional[int] = None
+
+
+@dataclass
+class TrainConfig:
+    stage: str = MISSING  # audio_pretrain | audio_finetune | fusion
+    model: str = MISSING  # model YAML (configs/model/*.yaml); audio stages use its `audio` tower
+    run_dir: str = MISSING
+    max_steps: int = MISSING  # optimizer steps
+    seed: int = 0
+    # fnmatch patterns over parameter names (as in the state dict). A parameter trains if it matches one of
+    # `trainable` and none of `frozen`; a pattern that matches nothing is an error.
+    trainable: list[str] = field(default_factory=lambda: ["*"])
+    frozen: list[str] = field(default_factory=list)
+    init: InitConfig = field(default_factory=InitConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.checkpoint.dir) if self.checkpoint.dir else Path(self.run_dir) / "checkpoints"
+
+    @property
+    def has_video(self) -> bool:
+        return self.stage == "fusion"
+
+
+def _one_of(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Cross-field checks the schema cannot express. Raises ValueError naming the key to fix."""
+    _one_of("stage", cfg.stage, STAGES)
+    _one_of("data.source", cfg.data.source, ("precomputed", "raw"))
+    _one_of("data.audio.mode", cfg.data.audio.mode, ("fixed", "variable"))
+    _one_of("objective.sigma.sampling", cfg.objective.sigma.sampling, ("uniform", "logit_normal"))
+    _one_of("optim.schedule", cfg.optim.schedule, ("constant", "cosine", "linear"))
+    _one_of("engine.precision", cfg.engine.precision, ("bf16", "fp32"))
+    _one_of("encoders.kind", cfg.encoders.kind, ("ovi", "random"))
+    _one_of("checkpoint.export_dtype", cfg.checkpoint.export_dtype, ("bf16", "fp32"))
+    for name in ("text_dropout_video", "text_dropout_audio", "first_frame_clean_prob"):
+        _probability(f"objective.{name}", getattr(cfg.objective, name))
+    if cfg.stage == "fusion" and None in (cfg.objective.loss_weight_video, cfg.objective.loss_weight_audio):
+        raise ValueError("fusion needs objective.loss_weight_video and loss_weight_audio (paper: 0.85 / 0.15)")
+    if cfg.objective.sigma.shift <= 0:
+        raise ValueError(f"objective.sigma.shift must be > 0, got {cfg.objective.sigma.shift}")
+    if len(cfg.optim.betas) != 2:
+        raise ValueError(f"optim.betas needs two values, got {cfg.optim.betas}")
+    if cfg.max_steps < 1 or cfg.data.batch_size < 1 or cfg.engine.gradient_accumulation_steps < 1:
+        raise ValueError("max_steps, data.batch_size and engine.gradient_accumulation_steps must be >= 1")
+    if cfg.data.weights is not None and len(cfg.data.weights) != len(cfg.data.shards):
+        raise ValueError(f"data.weights has {len(cfg.data.weights)} values for {len(cfg.data.shards)} data.shards")
+    if cfg.stage in AUDIO_STAGES and cfg.init.video_tower:
+        raise ValueError(f"init.video_tower is only used by the fusion stage (stage is {cfg.stage})")
+    if cfg.init.fusion and (cfg.init.video_tower or cfg.init.audio_tower):
+        raise ValueError("init.fusion loads both towers; leave init.video_tower / init.audio_tower unset")
+    if cfg.stage in AUDIO_STAGES and cfg.init.fusion:
+        raise ValueError("audio stages take the audio part of an Ovi file via init.audio_tower, not init.fusion")
+    v = cfg.data.video
+    for side in (v.height, v.width):
+        if side is not None and side % VIDEO_SPATIAL_MULTIPLE:
+            raise ValueError(f"data.video height/width must be multiples of {VIDEO_SPATIAL_MULTIPLE}, got {side}")
+    return cfg
+
+
+def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    return validate(load_config(TrainConfig, path, overrides))

@@ -1,0 +1,1 @@
+"""Training data: shard streams (shards.py), decoding (media.py, latents.py), batching (loader.py)."""

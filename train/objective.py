@@ -1,0 +1,150 @@
+"""Rectified-flow objective, written to agree with the sampler (reference_ovi.md §9).
+
+For data x and noise eps at noise level sigma in (0, 1):
+    x_sigma = (1 - sigma) * x + sigma * eps,   target velocity v = eps - x,   model timestep t = 1000 * sigma.
+The UniPC flow sampler recovers x0 = x_sigma - sigma * v, so a model trained on this target samples correctly.
+In the fusion stage both modalities share one sigma per sample and get independent noise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from train.config import ObjectiveConfig, SigmaConfig
+
+# The released models see t = NUM_TRAIN_TIMESTEPS * sigma (Wan / Ovi schedulers use 1000 train steps).
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def sample_sigma(cfg: SigmaConfig, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Noise levels [B] in (0, 1): uniform (the paper) or logit-normal, then the optional shift."""
+    if cfg.sampling == "uniform":
+        # (0, 1] rather than [0, 1): sigma = 0 is a no-op sample (x_sigma = x) with an undefined noise.
+        sigma = 1.0 - torch.rand(batch, generator=generator, dtype=torch.float64)
+    elif cfg.sampling == "logit_normal":
+        z = torch.randn(batch, generator=generator, dtype=torch.float64) * cfg.logit_std + cfg.logit_mean
+        sigma = torch.sigmoid(z)
+    else:
+        raise ValueError(f"unknown sigma sampling {cfg.sampling!r}; use 'uniform' or 'logit_normal'")
+    if cfg.shift != 1.0:
+        # Same map as the sampler's flow_shift: pushes samples towards high noise for large latents.
+        sigma = cfg.shift * sigma / (1.0 + (cfg.shift - 1.0) * sigma)
+    return sigma.float()
+
+
+def add_noise(
+    x: torch.Tensor, sigma: float | torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_sigma, velocity target) for one sample of any shape; noise drawn on the CPU for determinism."""
+    eps = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
+    x = x.float()
+    return (1.0 - sigma) * x + sigma * eps, eps - x
+
+
+@dataclass
+class NoisedBatch:
+    """Model inputs and targets for one micro-batch. Lists hold one tensor per sample."""
+
+    t: torch.Tensor  # [B] float timesteps = 1000 * sigma
+    sigma: torch.Tensor  # [B]
+    video_in: Optional[list[torch.Tensor]]  # [48, F, H, W] each
+    video_target: Optional[list[torch.Tensor]]  # fp32
+    audio_in: Optional[list[torch.Tensor]]  # [L, 20] each
+    audio_target: Optional[list[torch.Tensor]]
+    video_context: list[torch.Tensor]  # [L_text, 4096], after dropout
+    audio_context: list[torch.Tensor]
+    first_frame_is_clean: bool = False
+
+
+class FlowMatchingObjective:
+    """Draws sigma, noise and condition dropout from one generator whose state is checkpointed."""
+
+    def __init__(self, cfg: ObjectiveConfig, null_context: torch.Tensor, generator: torch.Generator):
+        self.cfg = cfg
+        self.null_context = null_context  # [L_null, 4096] embedding of cfg.null_prompt
+        self.generator = generator
+
+    def _dropout(self, contexts: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-sample condition dropout to the null prompt, independent per tower unless joint."""
+        b = len(contexts)
+        u_video = torch.rand(b, generator=self.generator)
+        u_audio = u_video if self.cfg.text_dropout_joint else torch.rand(b, generator=self.generator)
+        p_audio = self.cfg.text_dropout_video if self.cfg.text_dropout_joint else self.cfg.text_dropout_audio
+        null = self.null_context
+        video = [null.to(c) if u < self.cfg.text_dropout_video else c for c, u in zip(contexts, u_video)]
+        audio = [null.to(c) if u < p_audio else c for c, u in zip(contexts, u_audio)]
+        return video, audio
+
+    def prepare(
+        self,
+        video: Optional[list[torch.Tensor]],
+        audio: Optional[list[torch.Tensor]],
+        text: list[torch.Tensor],
+        dtype: torch.dtype,
+    ) -> NoisedBatch:
+        """Noise a batch. ``video``/``audio``: clean latents per sample (None when the stage lacks them)."""
+        b = len(text)
+        sigma = sample_sigma(self.cfg.sigma, b, self.generator)
+        first_clean = False
+        if video is not None and self.cfg.first_frame_clean_prob > 0:
+            first_clean = bool(torch.rand(1, generator=self.generator) < self.cfg.first_frame_clean_prob)
+        video_in = video_target = audio_in = audio_target = None
+        if video is not None:
+            pairs = [add_noise(x, float(s), self.generator) for x, s in zip(video, sigma)]
+            if first_clean:
+                # Frame 0 is the conditioning image: the model sees it clean (t=0 on its tokens).
+                for (xs, _), x in zip(pairs, video):
+                    xs[:, 0] = x[:, 0].float()
+            video_in = [xs.to(dtype) for xs, _ in pairs]
+            video_target = [v for _, v in pairs]
+        if audio is not None:
+            pairs = [add_noise(x, float(s), self.generator) for x, s in zip(audio, sigma)]
+            audio_in = [xs.to(dtype) for xs, _ in pairs]
+            audio_target = [v for _, v in pairs]
+        video_ctx, audio_ctx = self._dropout(text)
+        device = (video or audio)[0].device
+        return NoisedBatch(
+            t=(sigma * NUM_TRAIN_TIMESTEPS).to(device),
+            sigma=sigma,
+            video_in=video_in,
+            video_target=video_target,
+            audio_in=audio_in,
+            audio_target=audio_target,
+            video_context=[c.to(dtype) for c in video_ctx],
+            audio_context=[c.to(dtype) for c in audio_ctx],
+            first_frame_is_clean=first_clean,
+        )
+
+
+def mse(pred: list[torch.Tensor], target: list[torch.Tensor], skip_first_frame: bool = False) -> torch.Tensor:
+    """Mean squared error over every element of every sample (token-weighted), in fp32.
+
+    Padding never enters: the model returns each sample at its own length. With ``skip_first_frame`` the
+    clean conditioning frame (video dim 1 index 0) is left out.
+    """
+    sq_sum = torch.zeros((), device=target[0].device)
+    count = 0
+    for p, y in zip(pred, target, strict=True):
+        if p.shape != y.shape:
+            raise ValueError(f"prediction shape {tuple(p.shape)} != target shape {tuple(y.shape)}")
+        if skip_first_frame:
+            p, y = p[:, 1:], y[:, 1:]
+        sq_sum = sq_sum + F.mse_loss(p.float(), y, reduction="sum")
+        count += y.numel()
+    return sq_sum / max(count, 1)
+
+
+def combine_losses(
+    cfg: ObjectiveConfig, video_loss: Optional[torch.Tensor], audio_loss: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """lambda_v * video + lambda_a * audio in fusion; the audio loss alone in the audio stages."""
+    if video_loss is None:
+        if audio_loss is None:
+            raise ValueError("no modality in the batch")
+        return audio_loss
+    if audio_loss is None:
+        return video_loss
+    return cfg.loss_weight_video * video_loss + cfg.loss_weight_audio * audio_loss
