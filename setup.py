@@ -24,7 +24,6 @@ CORE = [
 ]
 TRAIN = [
     "deepspeed>=0.15",
-    "webdataset>=0.2.100",
     "tensorboard>=2.15",
 ]
 DATA = [

@@ -9,6 +9,11 @@ Each rank draws shards *with replacement* from its own seeded sequence (so every
 of samples however many shards there are, and no rank waits at an epoch end), keeps ``interleave`` shards
 open and takes each next sample from one of them chosen by a seeded draw. Every random choice is a pure
 function of (seed, rank, counter), so the stream's whole position is a few integers: ``ShardStream.state``.
+
+Why ``tarfile`` and not webdataset's reader: webdataset pipelines stream and cannot restart at a sample
+offset (and its resampling is not reproducible across restarts), while an exact resume needs the data
+position as checkpointable state. The files stay standard webdataset tars (the data pipeline writes and
+tests them with webdataset).
 """
 from __future__ import annotations
 
