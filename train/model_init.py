@@ -68,7 +68,11 @@ def safetensors_files(path: str | Path) -> list[Path]:
     if p.is_file():
         return [p]
     if not p.is_dir():
-        raise FileNotFoundError(f"weights not found: {p}")
+        raise FileNotFoundError(
+            f"weights not found: {p}. init.video_tower takes Wan2.2-TI2V-5B's DiT folder (`huggingface-cli download "
+            "Wan-AI/Wan2.2-TI2V-5B --local-dir checkpoints/Wan2.2-TI2V-5B`), init.audio_tower a stage-1/2 export, "
+            "init.fusion a released Ovi file (`ovi-download`)"
+        )
     index = sorted(p.glob("*.safetensors.index.json"))
     if index:
         weight_map = json.loads(index[0].read_text())["weight_map"]
