@@ -17,7 +17,7 @@ from typing import IO, Iterator, Optional, Sequence
 import numpy as np
 import soundfile as sf
 
-from data_pipeline.manifest import atomic_write_bytes
+from ovi.fileio import atomic_write_bytes
 
 
 class MediaError(RuntimeError):

@@ -15,7 +15,8 @@ from typing import Iterator
 
 from data_pipeline.config import AUDIO_STAGES, VIDEO_STAGES, DataPipelineConfig
 from data_pipeline.engines import get_engine
-from data_pipeline.manifest import Manifest, Record, atomic_write_text, dumps, pending
+from data_pipeline.manifest import Manifest, Record, dumps, pending
+from ovi.fileio import atomic_write_text
 from data_pipeline.sources import list_sources
 from data_pipeline.stages import build_stage
 

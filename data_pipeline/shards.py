@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from data_pipeline.manifest import atomic_write_bytes, atomic_write_text, dumps
+from data_pipeline.manifest import dumps
+from ovi.fileio import atomic_write_bytes, atomic_write_text
 
 INDEX_NAME = "index.json"
 FORMAT_VERSION = "ovi-wds-1"

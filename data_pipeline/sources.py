@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from data_pipeline.manifest import Record, atomic_write_bytes
+from data_pipeline.manifest import Record
+from ovi.fileio import atomic_write_bytes
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 ID_HASH_CHARS = 10

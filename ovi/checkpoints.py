@@ -8,8 +8,6 @@ and load with ``assign=True`` so parameters take the file's storage directly.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -18,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ovi.config import FusionConfig
+from ovi.fileio import atomic_path
 from ovi.models.fusion import FusionModel
 from ovi.state_dict_utils import StateDictMismatchError, check_state_dict
 
@@ -102,20 +101,10 @@ def save_fusion_checkpoint(
 
 
 def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path) -> Path:
-    """save_file to a temp file in the target folder, fsync, then rename: a crash never leaves a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(dict(tensors), tmp, metadata={"format": "pt"})
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """save_file through a temp file: a crash never leaves a torn checkpoint."""
+    with atomic_path(path) as tmp:
+        save_file(dict(tensors), str(tmp), metadata={"format": "pt"})
+    return Path(path)
 
 
 def parameter_count(state: Mapping[str, torch.Tensor] | torch.nn.Module) -> int:

@@ -12,10 +12,8 @@ into place only once complete, so a crash never leaves a truncated mp4 (or a sta
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +21,8 @@ import av
 import numpy as np
 import soundfile as sf
 import torch
+
+from ovi.fileio import atomic_path
 
 VIDEO_FPS = 24  # Ovi generates 121 frames at 24 fps
 AUDIO_SAMPLE_RATE = 16_000  # the MMAudio / BigVGAN vocoder rate
@@ -103,20 +103,6 @@ def _to_mono(audio: ArrayLike) -> np.ndarray:
     return arr
 
 
-@contextmanager
-def _atomic_target(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
-
-
 def _encode_video(container: av.container.OutputContainer, stream: av.VideoStream, frames: np.ndarray,
                   fps: Fraction) -> None:
     for i, rgb in enumerate(frames):
@@ -141,7 +127,7 @@ def _encode_audio(container: av.container.OutputContainer, stream: av.AudioStrea
 def write_wav(path: PathLike, audio: ArrayLike, sample_rate: int = AUDIO_SAMPLE_RATE) -> Path:
     """Atomically write a mono 16-bit wav (samples clipped to [-1, 1])."""
     mono = np.clip(_to_mono(audio), -1.0, 1.0)
-    with _atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         sf.write(tmp, mono, sample_rate, subtype=WAV_SUBTYPE, format="WAV")
     return Path(path)
 
@@ -169,7 +155,7 @@ def write_mp4(
     if wav_path is not None and mono is None:
         raise ValueError("wav_path given but audio is None; pass the waveform or drop wav_path")
     rate = Fraction(fps).limit_denominator(1001)  # exact for 24 and for NTSC rates like 24000/1001
-    with _atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             # every stream must exist before the first packet is muxed (that writes the mp4 header)
             video_stream = container.add_stream(VIDEO_CODEC, rate=rate, options={"crf": str(VIDEO_CRF)})
@@ -186,14 +172,17 @@ def write_mp4(
     return Path(path)
 
 
-def read_video(path: PathLike | BinaryIO) -> tuple[np.ndarray, float]:
-    """Decode every frame: ``(uint8 [T, H, W, 3] RGB, fps)``. Accepts a path or a binary file object."""
+def read_video(path: PathLike | BinaryIO, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode the frames (all, or the first ``max_frames``): ``(uint8 [T, H, W, 3] RGB, fps)``.
+
+    Accepts a path or a binary file object.
+    """
     with av.open(path if hasattr(path, "read") else str(path)) as container:
         if not container.streams.video:
             raise ValueError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        frames = [f.to_ndarray(format="rgb24") for f in islice(container.decode(stream), max_frames)]
         rate = stream.average_rate or stream.guessed_rate
         if rate is None:
             raise ValueError(f"{path}: the video stream has no frame rate")

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ovi.fileio import atomic_write_text, fsync_dir
+
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
@@ -75,30 +77,12 @@ class TrainerState:
         random.setstate(self.python_rng)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(path: Path) -> None:
     for root, _, files in os.walk(path):
         for name in files:
             with open(os.path.join(root, name), "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(Path(root))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    _fsync_dir(path.parent)
+        fsync_dir(Path(root))
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Optional[Path]:
@@ -145,12 +129,12 @@ class Checkpointer:
         final = self.dir / tag
         if self.rank == 0:
             _fsync_tree(tmp)  # every rank's files are complete after the barrier
-            _write_atomic(tmp / TRAINER_META, json.dumps({**meta, "step": state.step, "world_size": self.world}))
+            atomic_write_text(tmp / TRAINER_META, json.dumps({**meta, "step": state.step, "world_size": self.world}))
             if final.exists():  # re-saving a step (e.g. a resumed run that finished): replace the old copy
                 shutil.rmtree(final)
             tmp.rename(final)
-            _fsync_dir(self.dir)
-            _write_atomic(self.dir / LATEST, tag)
+            fsync_dir(self.dir)
+            atomic_write_text(self.dir / LATEST, tag)
             self._prune(keep=final)
         dist.barrier()
         return final

@@ -6,12 +6,11 @@ import json
 import random
 from typing import Optional
 
-import av
-import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from ovi.media import read_video
 from train.config import AUDIO_SAMPLE_RATE
 
 
@@ -29,17 +28,10 @@ def decode_audio(data: bytes) -> torch.Tensor:
 
 def decode_video(data: bytes, num_frames: int) -> torch.Tensor:
     """mp4 bytes -> the first ``num_frames`` frames as uint8 [T, H, W, 3]. Fewer frames: ValueError."""
-    frames = []
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == num_frames:
-                break
+    frames, _ = read_video(io.BytesIO(data), max_frames=num_frames)
     if len(frames) < num_frames:
         raise ValueError(f"clip has {len(frames)} frames, {num_frames} needed")
-    return torch.from_numpy(np.stack(frames))
+    return torch.from_numpy(frames)
 
 
 def to_model_pixels(frames: torch.Tensor, height: Optional[int], width: Optional[int]) -> torch.Tensor:
