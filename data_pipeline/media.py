@@ -1,4 +1,6 @@
-"""Thin wrappers over the ffmpeg/ffprobe CLIs and soundfile: probe, decode to numpy, encode, read/write wav.
+"""Thin wrappers over the ffmpeg/ffprobe CLIs and soundfile: probe, decode to numpy, encode, read wav.
+
+(Writing wav is ``ovi.media.write_wav``, shared with generation.)
 
 The CLIs (not PyAV) are used because they handle every container, variable frame rates and A/V alignment the
 way players do, and a crash in a codec stays in a child process instead of killing a worker.
@@ -16,8 +18,6 @@ from typing import IO, Iterator, Optional, Sequence
 
 import numpy as np
 import soundfile as sf
-
-from ovi.fileio import atomic_write_bytes
 
 
 class MediaError(RuntimeError):
@@ -235,15 +235,6 @@ def fit_length(audio: np.ndarray, num_samples: int) -> np.ndarray:
     if len(audio) >= num_samples:
         return audio[:num_samples]
     return np.concatenate([audio, np.zeros(num_samples - len(audio), audio.dtype)])
-
-
-def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM mono wav, written atomically."""
-    import io
-
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:

@@ -248,3 +248,13 @@ def test_wrong_keys_are_listed(tmp_path: Path, audio_codec_dir: Path) -> None:
     torch.save(voc["generator"], bad_voc)  # a bare state_dict, not {'generator': ...}
     with pytest.raises(StateDictMismatchError, match="generator"):
         load_vocoder(bad_voc, config=build["vocoder_config"])
+
+
+def test_encode_only_codec_refuses_to_decode_clearly() -> None:
+    from ovi.codecs.audio_vae import AudioVAE
+
+    codec = AudioCodec(AudioVAE(hidden_dim=8).normalize_weights(), vocoder=None)
+    wave = torch.randn(1, AudioCodec.num_samples(4))
+    assert codec.encode(wave).shape[:2] == (1, 20)
+    with pytest.raises(RuntimeError, match="without a vocoder"):
+        codec.decode(torch.randn(1, 20, 4))

@@ -14,6 +14,7 @@ from data_pipeline.filters.faces import face_category, keep_for_balance
 from data_pipeline.filters.motion import RaftFlow, motion_score, pair_indices
 from data_pipeline.stages import build_stage
 from data_pipeline.stages.sync import sync_decision
+from ovi.media import write_wav
 
 SIZE = (96, 64)
 FACE_BOX = np.array([[20.0, 8.0, 76.0, 56.0, 0.99]])  # x1, y1, x2, y2, score
@@ -37,7 +38,7 @@ def clip(tmp_path_factory):
     out = tmp_path_factory.mktemp("models_out")
     (out / "clips").mkdir()
     synth.make_video(out / "clips" / "talk.mp4", scenes=(2.6,), size=SIZE, fps=24, audio="speech")
-    media.write_wav(out / "clips" / "talk.wav", media.decode_audio(out / "clips" / "talk.mp4", 16_000), 16_000)
+    write_wav(out / "clips" / "talk.wav", media.decode_audio(out / "clips" / "talk.mp4", 16_000), 16_000)
     record = {"id": "talk", "source": "talk.mp4", "video": "clips/talk.mp4", "audio": "clips/talk.wav",
               "num_frames": 62, "width": SIZE[0], "height": SIZE[1], "status": "ok"}
     return out, record

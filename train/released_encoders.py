@@ -5,7 +5,8 @@ from pathlib import Path
 
 import torch
 
-from ovi.codecs.audio_vae import AudioVAE, load_audio_vae
+from ovi.codecs.audio_codec import AudioCodec
+from ovi.codecs.audio_vae import load_audio_vae
 from ovi.codecs.mel import MelFrontEnd
 from ovi.codecs.text_encoder import TextEncoder
 from ovi.codecs.video_vae import VideoVAE
@@ -13,20 +14,6 @@ from train.config import EncodersConfig
 from train.encoders import Encoders
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-class AudioVAEEncoder:
-    """Encode-only audio codec (``AudioCodec.encode`` without loading the vocoder): wave -> mel -> VAE mean."""
-
-    def __init__(self, vae: AudioVAE, device: torch.device):
-        self.mel = MelFrontEnd().to(device)
-        self.vae = vae
-        self.device = device
-
-    @torch.no_grad()
-    def encode(self, wave: torch.Tensor) -> torch.Tensor:
-        mel = self.mel(wave.to(self.device))  # [B, 80, T], at least float32
-        return self.vae.encode(mel.to(self.vae.data_mean.dtype))  # [B, 20, L]
 
 
 def _need(path: str | None, key: str) -> str:
@@ -51,4 +38,4 @@ def load_released_encoders(cfg: EncodersConfig, need_video: bool, device: torch.
         video = loader(vae_path, dtype=dtype, compute_dtype=torch.float32, device=device)
     # Small (0.17B), so it encodes in float32: the mel log needs the mantissa.
     audio_vae = load_audio_vae(_need(cfg.audio_vae, "audio_vae"), device=device, dtype=torch.float32)
-    return Encoders(text=text, video=video, audio=AudioVAEEncoder(audio_vae, device))
+    return Encoders(text=text, video=video, audio=AudioCodec(audio_vae, vocoder=None, mel=MelFrontEnd().to(device)).eval().requires_grad_(False))

@@ -11,7 +11,8 @@ import numpy as np
 
 from data_pipeline.config import AudioSplitConfig
 from data_pipeline.manifest import Record, ok, reject
-from data_pipeline.media import decode_audio, write_wav
+from data_pipeline.media import decode_audio
+from ovi.media import write_wav
 from data_pipeline.stages.base import Stage
 
 

@@ -15,9 +15,9 @@ import numpy as np
 from scenedetect.detectors import ContentDetector
 
 from data_pipeline.manifest import Record, ok, reject
-from data_pipeline.media import (fit_length, iter_frames, read_wav, run_ffmpeg, stored_frame_count, tmp_path_for,
-                                 write_wav)
+from data_pipeline.media import fit_length, iter_frames, read_wav, run_ffmpeg, stored_frame_count, tmp_path_for
 from data_pipeline.stages.base import Stage
+from ovi.media import write_wav
 
 # A clip's audio may come up this much short (codec frame granularity) before it counts as truncated.
 AUDIO_SHORTFALL_TOLERANCE_S = 0.1

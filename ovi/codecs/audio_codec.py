@@ -44,9 +44,12 @@ MEL_RATE = SAMPLE_RATE / HOP_LENGTH  # 62.5 mel frames per second
 
 
 class AudioCodec(nn.Module):
-    """Mel front end + MMAudio VAE + BigVGAN vocoder, frozen. Build it with ``AudioCodec.from_files``."""
+    """Mel front end + MMAudio VAE + BigVGAN vocoder, frozen. Build it with ``AudioCodec.from_files``.
 
-    def __init__(self, vae: AudioVAE, vocoder: nn.Module, mel: MelFrontEnd | None = None) -> None:
+    ``vocoder=None`` gives an encode-only codec (training encodes audio and never vocodes).
+    """
+
+    def __init__(self, vae: AudioVAE, vocoder: nn.Module | None, mel: MelFrontEnd | None = None) -> None:
         super().__init__()
         self.mel = mel if mel is not None else MelFrontEnd()
         self.vae = vae
@@ -103,6 +106,8 @@ class AudioCodec(nn.Module):
 
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
         """log-mel [B, 80, T] -> wave [B, 256 T]."""
+        if self.vocoder is None:
+            raise RuntimeError("this AudioCodec was built without a vocoder (encode only); load best_netG.pt to decode")
         return self.vocoder(mel.to(device=self.device, dtype=self.dtype)).squeeze(1)
 
 
