@@ -60,6 +60,28 @@ def _listing(label: str, items: list[str]) -> str:
     return f"{len(items)} {label}: {shown}{more}"
 
 
+def mismatch_report(
+    expected: Mapping[str, torch.Size | Sequence[int]], found: Mapping[str, torch.Size | Sequence[int]]
+) -> str | None:
+    """The first few missing, unexpected and mis-shaped keys with their counts, or None when they agree.
+
+    Works on shapes alone, so callers can check a file from its header before reading any tensor.
+    """
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    misshaped = [
+        f"{k} {tuple(found[k])} (expected {tuple(expected[k])})"
+        for k in expected
+        if k in found and tuple(found[k]) != tuple(expected[k])
+    ]
+    parts = [
+        _listing(label, items)
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", misshaped))
+        if items
+    ]
+    return "; ".join(parts) or None
+
+
 def check_state_dict(
     expected: Mapping[str, torch.Size | Sequence[int]],
     got: Mapping[str, torch.Tensor],
@@ -67,23 +89,7 @@ def check_state_dict(
     source: str,
     hint: str = "",
 ) -> None:
-    """Raise :class:`StateDictMismatchError` unless ``got`` has exactly the ``expected`` keys and shapes.
-
-    The message lists the first few missing, unexpected and mis-shaped keys with their counts.
-    """
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    misshaped = [
-        f"{k} {tuple(got[k].shape)} (expected {tuple(expected[k])})"
-        for k in expected
-        if k in got and tuple(got[k].shape) != tuple(expected[k])
-    ]
-    if not (missing or unexpected or misshaped):
-        return
-    parts = [
-        _listing(label, items)
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", misshaped))
-        if items
-    ]
-    message = f"{source} does not match the model: " + "; ".join(parts)
-    raise StateDictMismatchError(message + (f". {hint}" if hint else ""))
+    """Raise :class:`StateDictMismatchError` unless ``got`` has exactly the ``expected`` keys and shapes."""
+    report = mismatch_report(expected, {k: v.shape for k, v in got.items()})
+    if report:
+        raise StateDictMismatchError(f"{source} does not match the model: {report}" + (f". {hint}" if hint else ""))

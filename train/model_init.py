@@ -25,25 +25,12 @@ from torch import nn
 from ovi.config import FusionConfig
 from ovi.models.fusion import FusionModel, init_tower_weights
 from ovi.models.tower import Tower
+from ovi.state_dict_utils import mismatch_report
 from train.config import AUDIO_STAGES, TrainConfig
 
 log = logging.getLogger(__name__)
 
 TOWER_PREFIXES = {"video": "video_model.", "audio": "audio_model."}
-_SHOWN = 5  # keys listed per kind of mismatch
-
-
-def describe_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> str | None:
-    """Missing / unexpected / mis-shaped keys in a few words, or None when the two agree."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shaped = [f"{k}: file {found[k]} vs model {v}" for k, v in expected.items() if found.get(k, v) != v]
-    parts = [
-        f"{len(items)} {label}: {', '.join(items[:_SHOWN])}" + (" ..." if len(items) > _SHOWN else "")
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped))
-        if items
-    ]
-    return "; ".join(parts) or None
 
 
 def is_fusion_key(name: str) -> bool:
@@ -116,7 +103,7 @@ def load_weights(
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     found = {k: v for k, v in found.items() if k in expected or not is_fusion_key(k)}
     check_expected = {k: s for k, s in expected.items() if k in found or not keep_fresh(k)}
-    report = describe_mismatch(check_expected, {k: s for k, (_, s) in found.items()})
+    report = mismatch_report(check_expected, {k: s for k, (_, s) in found.items()})
     if report:
         raise ValueError(f"{what}: {path} does not fit the configured model ({report}); check the model config")
     params = module.state_dict()
