@@ -8,6 +8,7 @@ from typing import Optional, Protocol
 
 import torch
 
+from ovi.codecs.audio_codec import LATENT_CHANNELS, SAMPLES_PER_LATENT, AudioCodec
 from train.config import EncodersConfig
 
 # Codec geometry (reference_ovi.md §10-11).
@@ -15,8 +16,6 @@ VIDEO_LATENT_CHANNELS = 48
 VIDEO_TEMPORAL_STRIDE = 4  # causal: F = 1 + (T - 1) / 4
 VIDEO_SPATIAL_STRIDE = 16
 VIDEO_PATCH = 2  # the DiT's 2x2 patches: tokens = F * (h/2) * (w/2)
-AUDIO_LATENT_CHANNELS = 20
-MEL_HOP, MEL_FFT = 256, 1024  # mel frames = (N + (FFT - HOP) - FFT) // HOP + 1; latents = mel frames // 2
 TEXT_DIM = 4096
 
 
@@ -29,10 +28,8 @@ def video_tokens(num_frames: int, height: int, width: int) -> int:
     return video_latent_frames(num_frames) * (height // side) * (width // side)
 
 
-def audio_latent_len(num_samples: int) -> int:
-    """157 for 5.04 s (80,640 samples) at 16 kHz, as the MMAudio VAE gives."""
-    mel_frames = (num_samples - MEL_HOP) // MEL_HOP + 1
-    return mel_frames // 2
+# 157 latents for 5.04 s (80,640 samples) at 16 kHz, as the MMAudio VAE gives.
+audio_latent_len = AudioCodec.num_latents
 
 
 class VideoEncoder(Protocol):
@@ -81,8 +78,8 @@ class RandomAudioEncoder:
 
     def __init__(self, seed: int):
         g = torch.Generator().manual_seed(seed + 1)
-        self.window = 2 * MEL_HOP
-        self.proj = torch.randn(AUDIO_LATENT_CHANNELS, self.window, generator=g) / self.window**0.5
+        self.window = SAMPLES_PER_LATENT
+        self.proj = torch.randn(LATENT_CHANNELS, self.window, generator=g) / self.window**0.5
 
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         b, n = wave.shape
