@@ -76,7 +76,8 @@ def plan_shards(samples: Sequence[Sample], prefix: str, samples_per_shard: int, 
     return shards
 
 
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add ``data`` as ``name`` with zeroed times and owners, so equal content gives byte-identical tars."""
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = 0
@@ -96,12 +97,16 @@ def write_shard(path: Path, plan: ShardPlan) -> int:
             members = {"json": dumps(s.meta).encode("utf-8"), **s.members}
             for ext in sorted(members):
                 data = members[ext]
-                _tar_member(tar, f"{s.key}.{ext}", data if isinstance(data, bytes) else data.read_bytes())
+                add_tar_member(tar, f"{s.key}.{ext}", data if isinstance(data, bytes) else data.read_bytes())
     atomic_write_bytes(path, buf.getvalue())
     return len(buf.getvalue())
 
 
 def write_index(shard_dir: Path, entries: list[dict], kind: str) -> dict:
+    """Atomically write ``index.json`` (written last: its presence means every listed shard is complete).
+
+    ``entries``: ``{"name", "num_samples", "num_bytes"}`` per shard. The trainer reads ``name``/``num_samples``.
+    """
     index = {
         "format": FORMAT_VERSION,
         "kind": kind,

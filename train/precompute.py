@@ -12,7 +12,6 @@ temporary name and renamed when complete, so an interrupted run continues where 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
@@ -25,10 +24,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from data_pipeline.shards import add_tar_member, write_index
+from ovi.fileio import atomic_path
 from train.config import AUDIO_SAMPLE_RATE, TrainConfig, load_train_config
 from train.data.latents import META_FILE, LatentSample, pack_latents, save_null_prompt
 from train.data.media import audio_chunks, decode_audio, decode_json, decode_video, to_model_pixels
-from train.data.shards import ShardInfo, iter_tar_samples, read_index, write_index
+from train.data.shards import iter_tar_samples, read_index
 from train.encoders import Encoders, build_encoders
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,6 @@ def encode_clip(
         yield f"{key}_c{j:03d}", LatentSample(text=text, audio=audio.contiguous(), video=None, meta=chunk_meta)
 
 
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tf.addfile(info, io.BytesIO(data))
-
-
 def precompute(
     cfg: TrainConfig, inputs: list[str], out: Path, rank: int, world: int, device: torch.device, store: str
 ) -> None:
@@ -84,21 +79,19 @@ def precompute(
             final = shards_out / f"latents-d{d}-{shard.path.stem}.tar"
             if final.exists():
                 continue  # done by an earlier, interrupted run
-            tmp = final.with_name(final.name + ".tmp")
-            with tarfile.open(tmp, "w") as tf:
+            with atomic_path(final) as tmp, tarfile.open(tmp, "w") as tf:
                 for key, files in iter_tar_samples(shard.path):
                     for out_key, sample in encode_clip(key, files, cfg, enc, device, dtype):
                         for ext, data in pack_latents(sample).items():
-                            _add(tf, f"{out_key}.{ext}", data)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            tmp.replace(final)
+                            add_tar_member(tf, f"{out_key}.{ext}", data)
         null = enc.text.encode([cfg.objective.null_prompt])[0].to(dtype).cpu()
     if world > 1:
         dist.barrier()
     if rank == 0:
         outputs = sorted(shards_out.glob("latents-*.tar"))
-        write_index(shards_out, [ShardInfo(p, sum(1 for _ in iter_tar_samples(p))) for p in outputs])
+        entries = [{"name": p.name, "num_samples": sum(1 for _ in iter_tar_samples(p)), "num_bytes": p.stat().st_size}
+                   for p in outputs]
+        write_index(shards_out, entries, kind="latents")
         save_null_prompt(out, cfg.objective.null_prompt, null)
         meta = {"stage": cfg.stage, "inputs": inputs, "encoders": vars(cfg.encoders), "store_dtype": store,
                 "video": vars(cfg.data.video), "audio": vars(cfg.data.audio)}

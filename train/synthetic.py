@@ -10,18 +10,17 @@ espeak-ng): for the trainer's tests, the benchmark and smoke-testing a cluster s
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import shutil
 import subprocess
-import tarfile
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_pipeline.shards import Sample, plan_shards, write_index, write_shard
 from train.config import AUDIO_SAMPLE_RATE
-from train.data.shards import ShardInfo, write_index
 
 WORDS = "red green blue quiet loud river bell drum wind rain bird voice piano engine crowd".split()
 FPS = 24
@@ -90,21 +89,16 @@ def make_clip(tmp: Path, index: int, rng: random.Random, *, video: bool, width: 
     return Clip(key, files)
 
 
-def write_shards(out: Path, clips: list[Clip], per_shard: int, prefix: str) -> list[ShardInfo]:
+def write_shards(out: Path, clips: list[Clip], per_shard: int, prefix: str, kind: str) -> None:
+    """Pack with the data pipeline's own shard writer, so these datasets are that format by construction."""
     root = out / "shards"
-    root.mkdir(parents=True, exist_ok=True)
-    infos = []
-    for s in range(0, len(clips), per_shard):
-        path = root / f"{prefix}-{s // per_shard:06d}.tar"
-        with tarfile.open(path, "w") as tf:
-            for clip in clips[s : s + per_shard]:
-                for ext, data in clip.files.items():
-                    info = tarfile.TarInfo(f"{clip.key}.{ext}")
-                    info.size = len(data)
-                    tf.addfile(info, io.BytesIO(data))
-        infos.append(ShardInfo(path, len(clips[s : s + per_shard])))
-    write_index(root, infos)
-    return infos
+    samples = [Sample(c.key, {e: d for e, d in c.files.items() if e != "json"}, json.loads(c.files["json"]))
+               for c in clips]
+    entries = []
+    for plan in plan_shards(samples, prefix, per_shard, max_bytes=sys.maxsize):
+        size = write_shard(root / plan.name, plan)
+        entries.append({"name": plan.name, "num_samples": len(plan.samples), "num_bytes": size})
+    write_index(root, entries, kind)
 
 
 def write_dataset(out: Path, clips: int, per_shard: int, *, video: bool, width: int = 64, height: int = 64,
@@ -115,7 +109,7 @@ def write_dataset(out: Path, clips: int, per_shard: int, *, video: bool, width: 
     with tempfile.TemporaryDirectory() as tmp:
         made = [make_clip(Path(tmp), i, rng, video=video, width=width, height=height, num_frames=num_frames,
                           seconds=durations[i]) for i in range(clips)]
-    write_shards(out, made, per_shard, "av" if video else "audio")
+    write_shards(out, made, per_shard, "av" if video else "audio", "audio_video" if video else "audio")
     return out
 
 

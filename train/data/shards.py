@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-INDEX_NAME = "index.json"
+from data_pipeline.shards import INDEX_NAME
+
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,6 @@ def read_index(dataset: str | Path) -> list[ShardInfo]:
     if not out:
         raise ValueError(f"{root / INDEX_NAME} lists no shards")
     return out
-
-
-def write_index(root: Path, shards: Sequence[ShardInfo]) -> None:
-    """Atomically (re)write ``root/index.json``."""
-    entries = [{"name": s.path.name, "num_samples": s.num_samples} for s in shards]
-    tmp = root / (INDEX_NAME + ".tmp")
-    tmp.write_text(json.dumps({"shards": entries}, indent=1))
-    tmp.replace(root / INDEX_NAME)
 
 
 def split_member_name(name: str) -> tuple[str, str]:
