@@ -1,7 +1,10 @@
-"""Install: ``pip install -e ".[dev]"`` (see README.md).
+"""Install: ``scripts/install.sh`` (see README.md), which runs ``pip install -e ".[dev]"`` plus the two
+packages whose metadata cannot be used as it is (syncnet-python, scenedetect 0.6).
 
-torch is required but never upgraded here: install the build you want first (CPU, or CUDA on a GPU
-host) and the loose ``torch>=2.4`` pin keeps it.
+torch is required but never upgraded here: an installed build (CPU, or CUDA on a GPU host) satisfies the
+loose ``torch>=2.4`` pin and is kept. Every third-party module the code imports is declared below, except
+the optional ones it imports only when asked: flash_attn (attention backend), torchvision (RAFT motion
+filter), wandb (training metrics).
 """
 from setuptools import find_packages, setup
 
@@ -12,14 +15,15 @@ CORE = [
     "omegaconf>=2.3",
     "tqdm>=4.66",
     "diffusers>=0.42",  # UniPCMultistepScheduler.set_timesteps(sigmas=...) in flow mode
-    "transformers>=4.51",
+    "transformers>=5.0",  # the encoder loader follows 5.x: T5 embeddings always tied, from_pretrained(dtype=)
+    "tokenizers>=0.21",  # the random components' in-memory tokenizer
+    "regex>=2023.0",  # prompt cleaning
     "huggingface_hub>=0.30",
     "sentencepiece>=0.2",
     "ftfy>=6.2",
     "bigvgan>=2.4",
     "soundfile>=0.12",
-    "av>=12",
-    "imageio-ffmpeg>=0.5",
+    "av>=12",  # video decoding and mp4 muxing (ovi.media)
     "pillow>=10",
 ]
 TRAIN = [
@@ -27,12 +31,11 @@ TRAIN = [
     "tensorboard>=2.15",
 ]
 DATA = [
-    "decord>=0.6",
     "webdataset>=0.2.100",
     "opencv-python-headless>=4.8",
-    # scenedetect 0.6.7.1 and syncnet-python are installed with --no-deps by the README's set-up command:
-    # syncnet-python imports scenedetect.video_manager (gone in 0.7), and 0.6's click<8.3 pin would make pip
-    # backtrack huggingface_hub/transformers/diffusers. These are scenedetect 0.6's own requirements:
+    # scenedetect 0.6.7.1 and syncnet-python are installed with --no-deps by scripts/install.sh: syncnet-python
+    # imports scenedetect.video_manager (gone in 0.7), and 0.6's click<8.3 pin would make pip backtrack
+    # huggingface_hub/transformers/diffusers. What the two import, declared here instead:
     "platformdirs>=3",
     "click>=8",
     "python_speech_features>=0.6",
@@ -42,7 +45,17 @@ DATA = [
     "ray[data]>=2.9",
     "fsspec>=2023.1",  # bucket inputs (s3://, gs://) through fsspec
 ]
+# ovi-eval's metric libraries. cd-fvd and audiobox-aesthetics are installed with --no-deps by
+# scripts/install.sh: their torchvision/torchaudio pins would replace the installed torch build, and only their
+# model code is imported (cd-fvd's InceptionI3d, audiobox's AesMultiOutput).
+EVAL = [
+    "jiwer>=3.0",  # WER
+    "panns-inference>=0.1",  # Cnn14 (imported without its __init__, which downloads a label csv)
+    "torchlibrosa>=0.1",
+    "matplotlib>=3.7",  # plots, attention figures
+]
 DEV = ["pytest>=8", "pytest-timeout>=2.3"]
+UI = ["gradio>=5", "selenium>=4.20"]  # ovi-ui; selenium drives the browser test (Debian chromium)
 
 setup(
     name="ovi",
@@ -54,14 +67,18 @@ setup(
     extras_require={
         "train": TRAIN,
         "data": DATA,
-        "dev": sorted(set(TRAIN + DATA + DEV)),
+        "eval": EVAL,
+        "dev": sorted(set(TRAIN + DATA + EVAL + DEV)),
     },
     entry_points={
         "console_scripts": [
             "ovi-generate=ovi.cli.generate:main",
+            "ovi-ui=ovi.cli.ui:main",
             "ovi-download=ovi.cli.download:main",
             "ovi-train=train.cli:main",
             "ovi-data=data_pipeline.cli:main",
+            "ovi-toy=ovi.toy.cli:main",
+            "ovi-eval=ovi.eval.cli:main",
         ]
     },
 )

@@ -40,6 +40,7 @@ def _timeit(fn, repeats: int) -> list[float]:
 def worker(dtype_name: str, repeats: int) -> dict:
     from ovi.config import load_fusion_config
     from ovi.models.fusion import FusionModel
+    from ovi.models.stream import Stream
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     torch.manual_seed(0)
@@ -51,7 +52,7 @@ def worker(dtype_name: str, repeats: int) -> dict:
 
     def forward() -> None:
         with torch.inference_mode():
-            model(video, audio, t, ctx, ctx)
+            model(Stream(video, t, ctx), Stream(audio, t, ctx))
 
     with FlopCounterMode(display=False) as counter:
         forward()

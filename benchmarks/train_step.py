@@ -32,26 +32,26 @@ from ovi.models.fusion import FusionModel  # noqa: E402
 from train.config import load_train_config  # noqa: E402
 from train.engine import build_engine, init_distributed  # noqa: E402
 from train.metrics import tower_flops  # noqa: E402
-from train.objective import FlowMatchingObjective, combine_losses, mse  # noqa: E402
+from train.objective import FlowMatchingObjective  # noqa: E402
 from train.params import apply_trainable  # noqa: E402
+from train.strategies import FusionStage  # noqa: E402
 
 VIDEO_SHAPE, AUDIO_SHAPE, TEXT_TOKENS = (48, 5, 16, 16), (157, 20), 100
 VIDEO_TOKENS = VIDEO_SHAPE[1] * (VIDEO_SHAPE[2] // 2) * (VIDEO_SHAPE[3] // 2)
 
 
-def make_step(model, objective, cfg, backward, step, dtype, text_len):
+def make_step(model, strategy, objective, backward, step, text_len, dtype):
     g = torch.Generator().manual_seed(0)
     video, audio = [torch.randn(VIDEO_SHAPE, generator=g)], [torch.randn(AUDIO_SHAPE, generator=g)]
     text = [torch.randn(min(TEXT_TOKENS, text_len), 4096, generator=g) * 0.1]
 
     def run() -> float:
         nb = objective.prepare(video, audio, text, dtype)
-        v, a = model(video=nb.video_in, audio=nb.audio_in, t=nb.t, video_context=nb.video_context,
-                     audio_context=nb.audio_context)
-        loss = combine_losses(cfg.objective, mse(v, nb.video_target), mse(a, nb.audio_target))
-        backward(loss)
+        streams = strategy.streams(nb)
+        out = strategy.loss(nb, streams, strategy.forward(model, streams))
+        backward(out.loss)
         step()
-        return float(loss.detach())
+        return float(out.loss.detach())
 
     return run
 
@@ -80,10 +80,11 @@ def bench(config: str, steps: int, precision: str, dist_info) -> None:
         torch.manual_seed(0)
         model = FusionModel(mcfg).to(dtype)
         apply_trainable(model, cfg.trainable, cfg.frozen)
+        strategy = FusionStage(cfg, model)
         objective = FlowMatchingObjective(cfg.objective, null, torch.Generator().manual_seed(0))
         if kind == "trainer":
             engine = build_engine(model, cfg, dist_info)
-            fn = make_step(engine, objective, cfg, engine.backward, engine.step, dtype, mcfg.video.text_len)
+            fn = make_step(engine, strategy, objective, engine.backward, engine.step, mcfg.video.text_len, dtype)
             fv, fa = tower_flops(model.video_model, mcfg.video), tower_flops(model.audio_model, mcfg.audio)
             flops_est = fv.train_flops(VIDEO_TOKENS, AUDIO_SHAPE[0]) + fa.train_flops(AUDIO_SHAPE[0], VIDEO_TOKENS)
             linear_est = fv.linear_flops(VIDEO_TOKENS, AUDIO_SHAPE[0]) + fa.linear_flops(AUDIO_SHAPE[0], VIDEO_TOKENS)
@@ -95,7 +96,7 @@ def bench(config: str, steps: int, precision: str, dist_info) -> None:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
-            fn = make_step(model, objective, cfg, lambda loss: loss.backward(), step, dtype, mcfg.video.text_len)
+            fn = make_step(model, strategy, objective, lambda loss: loss.backward(), step, mcfg.video.text_len, dtype)
             with FlopCounterMode(display=False) as counter:
                 fn()
             flops_counted = counter.get_total_flops()

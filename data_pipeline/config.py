@@ -1,7 +1,8 @@
 """Typed config of the data pipeline: one dataclass section per stage, loaded with ``ovi.config.load_config``.
 
-The paper's numbers (121 frames at 24 fps, 16 kHz mono, 720x720, -60 dB, |offset| <= 3, conf > 1.5) live here
-as named constants and defaults; ``configs/data/default.yaml`` states them again for the reader.
+The paper's numbers (720x720, -60 dB, |offset| <= 3, conf > 1.5) live here as named constants and defaults;
+the clip geometry (121 frames at 24 fps, 16 kHz mono, sides in multiples of 32) is ``ovi.geometry``'s.
+``configs/data/default.yaml`` states them again for the reader.
 """
 from __future__ import annotations
 
@@ -10,15 +11,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ovi.config import load_config
+from ovi.geometry import FIVE_SECOND, FPS, SAMPLE_RATE, SIZE_MULTIPLE
 
-# The clip the fusion model is trained on: 121 frames at 24 fps = 5.04 s, audio 16 kHz mono.
-CLIP_NUM_FRAMES = 121
-CLIP_FPS = 24
-AUDIO_SAMPLE_RATE = 16_000
-# Ovi filters and packs at a pixel area of 720x720; latent-friendly sides are multiples of 32.
+# Ovi filters and packs at a pixel area of 720x720 (sides snapped to ovi.geometry.SIZE_MULTIPLE).
 PAPER_MIN_SIDE = 720
 PAPER_TARGET_AREA_SIDE = 720
-SIDE_MULTIPLE = 32
 # Clips quieter than this mean volume (dBFS, RMS based like ffmpeg's volumedetect) count as silent.
 PAPER_MIN_MEAN_VOLUME_DB = -60.0
 # SyncNet decision rule of the paper (offsets are in SyncNet's own 25 fps frames).
@@ -29,7 +26,8 @@ SYNCNET_FPS = 25
 CAPTION_NUM_FRAMES = 7
 # Stage-1 (audio-only) clip lengths: up to 12 s for pretraining, exactly 5.04 s for fine-tuning.
 AUDIO_PRETRAIN_MAX_S = 12.0
-AUDIO_FINETUNE_S = 5.04  # 80,640 samples: 157 audio latents, as the released model uses
+# 80,640 samples, at least FIVE_SECOND.audio_samples (80,384): each clip gives the 157 latents training takes.
+AUDIO_FINETUNE_S = 5.04
 
 VIDEO_STAGES = ("probe", "split", "filter", "sync", "caption", "pack")
 AUDIO_STAGES = ("probe", "audio_split", "filter", "caption", "pack")
@@ -54,7 +52,8 @@ class ProbeConfig:
     # Without it a truncated file is still split; clips that run past the decodable end are rejected.
     verify_decode: bool = False
     extensions: list[str] = field(
-        default_factory=lambda: [".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".wav", ".flac", ".mp3", ".m4a"]
+        default_factory=lambda: [".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".mts", ".m2ts", ".flv",
+                                 ".wmv", ".3gp", ".mpg", ".mpeg", ".wav", ".flac", ".mp3", ".m4a"]
     )
 
     def __post_init__(self) -> None:
@@ -65,9 +64,9 @@ class ProbeConfig:
 @dataclass
 class SplitConfig:
     resources: Resources = field(default_factory=Resources)
-    num_frames: int = CLIP_NUM_FRAMES
-    fps: int = CLIP_FPS
-    sample_rate: int = AUDIO_SAMPLE_RATE
+    num_frames: int = FIVE_SECOND.num_frames  # the clip the fusion model is trained on
+    fps: int = FPS
+    sample_rate: int = SAMPLE_RATE
     scene_threshold: float = 27.0  # PySceneDetect ContentDetector threshold
     min_scene_frames: int = 15  # at `fps`
     analysis_width: int = 256  # scene detection runs on frames scaled to this width
@@ -93,7 +92,7 @@ class MotionConfig:
 
 @dataclass
 class AestheticConfig:
-    enabled: bool = True  # only runs when both paths are given
+    enabled: bool = True  # on by default: the run refuses to start without the weights unless this is false
     clip_model: str = ""  # a transformers CLIP vision-with-projection folder (ViT-L/14 for the LAION head)
     predictor_weights: str = ""  # LAION aesthetic predictor MLP state dict (sac+logos+ava1-l14-linearMSE.pth)
     device: str = "cpu"
@@ -103,7 +102,7 @@ class AestheticConfig:
 
 @dataclass
 class FaceConfig:
-    enabled: bool = True  # only runs when s3fd_weights is given
+    enabled: bool = True  # on by default: the run refuses to start without the weights unless this is false
     s3fd_weights: str = ""  # sfd_face.pth, the same file the sync stage uses
     device: str = "cpu"
     num_frames: int = 5
@@ -129,13 +128,15 @@ class FilterConfig:
 @dataclass
 class SyncConfig:
     resources: Resources = field(default_factory=Resources)
-    enabled: bool = True  # needs both weight paths; disabled stages pass clips through
+    enabled: bool = True  # on by default: the run refuses to start without the weights unless this is false
     s3fd_weights: str = ""
     syncnet_weights: str = ""
     device: str = "cpu"
     max_abs_offset: int = PAPER_SYNC_MAX_ABS_OFFSET  # in 25 fps SyncNet frames
     min_confidence: float = PAPER_SYNC_MIN_CONFIDENCE
-    on_no_face_track: str = "keep"  # "keep" (non-speech pool) or "reject"
+    # "reject": reason no_face_track; "keep": passed for non-speech data, with sync_status "no_face_track" in
+    # the sample's metadata so a trainer can tell it was never sync-checked.
+    on_no_face_track: str = "reject"
     # syncnet-python pipeline knobs; its defaults suit 720p faces, lower them for small test videos.
     min_face_size: int = 100
     min_track: int = 50
@@ -149,7 +150,9 @@ class SyncConfig:
 @dataclass
 class CaptionConfig:
     resources: Resources = field(default_factory=Resources)
-    backend: str = "openai"  # "openai" (any OpenAI-compatible server, e.g. vLLM) or "transformers"
+    # "openai" (any OpenAI-compatible server, e.g. vLLM), "transformers", or "sidecar" (the caption stored in
+    # {source stem}.json next to each source video, as ovi-toy writes it)
+    backend: str = "openai"
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"  # name of the env variable holding the key (may be unset for vLLM)
     model: str = "Qwen/Qwen2.5-Omni-7B"  # served model name, or a local folder for "transformers"
@@ -161,14 +164,16 @@ class CaptionConfig:
     temperature: float = 0.2
     timeout_s: float = 120.0
     max_attempts: int = 3  # malformed captions are asked for again, then the clip is rejected
+    # Reject captions with <S>...<E> speech when a voice-activity check finds no speech in the clip's audio.
+    check_speech: bool = True
     # transformers backend: the class that loads `model` (a local folder) and where it runs.
     model_class: str = "Qwen2_5OmniThinkerForConditionalGeneration"
     device: str = "cpu"
     dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
-        if self.backend not in ("openai", "transformers"):
-            raise ValueError(f"caption.backend must be 'openai' or 'transformers', got {self.backend!r}")
+        if self.backend not in ("openai", "transformers", "sidecar"):
+            raise ValueError(f"caption.backend must be 'openai', 'transformers' or 'sidecar', got {self.backend!r}")
         if self.audio_part not in ("input_audio", "audio_url"):
             raise ValueError(f"caption.audio_part must be 'input_audio' or 'audio_url', got {self.audio_part!r}")
 
@@ -177,7 +182,7 @@ class CaptionConfig:
 class PackConfig:
     resources: Resources = field(default_factory=Resources)
     target_area_side: int = PAPER_TARGET_AREA_SIDE  # output area is this squared
-    side_multiple: int = SIDE_MULTIPLE
+    side_multiple: int = SIZE_MULTIPLE
     black_threshold: int = 24  # cropdetect luma limit (0-255): darker border rows/columns are cropped
     video_member: str = "mp4"  # "mp4" or "npy" (uint8 frames [T, H, W, 3])
     mux_audio: bool = True  # also put the audio (AAC) into the mp4, for viewing; the wav stays the truth
@@ -202,7 +207,7 @@ class AudioSplitConfig:
     max_s: float = AUDIO_PRETRAIN_MAX_S
     min_s: float = 2.0
     finetune_s: float = AUDIO_FINETUNE_S
-    sample_rate: int = AUDIO_SAMPLE_RATE
+    sample_rate: int = SAMPLE_RATE
     quiet_window_s: float = 0.02  # energy window used to find the quietest cut point
 
     def __post_init__(self) -> None:
@@ -215,6 +220,9 @@ class EngineConfig:
     name: str = "local"  # "local" (process pool) or "ray"
     workers: int = 0  # 0: os.cpu_count()
     ray_address: str = ""  # empty: local Ray instance (or the one already initialised)
+    # Inputs whose processing raised (rejected as error:<type>) that this run tolerates before it stops;
+    # a negative value means no ceiling.
+    max_errors: int = 100
 
     def __post_init__(self) -> None:
         if self.name not in ("local", "ray"):
@@ -235,6 +243,8 @@ class DataPipelineConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     pack: PackConfig = field(default_factory=PackConfig)
+    # Keep clips/ and packed/ after their clip is rejected or written to a shard (for debugging and tests).
+    keep_intermediates: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("video", "audio"):

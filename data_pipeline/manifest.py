@@ -1,24 +1,31 @@
-"""Per-stage manifests: append-only jsonl, one line per processed input, fsynced, deduplicated on load.
+"""Per-stage results, one small JSON file per processed input: ``manifests/{stage}/{hh}/{input id}.json``.
 
-A line is ``{"input": <input id>, "outputs": [<record>, ...]}``. One input may yield several outputs (a source
-becomes many clips) and all of them are written in one line, so a kill can never leave an input half recorded:
-either the whole line is on disk or the input is processed again on restart. A record is a JSON object with at
-least ``id``, ``status`` ("ok" or "rejected") and, for rejections, ``reason`` (a short code) and ``detail``.
+A result file is ``{"input": <input id>, "outputs": [<record>, ...], "seconds": <busy time>}``. One input may
+yield several outputs (a source becomes many clips) and all of them are in that one file, written atomically
+by the worker that processed the input (a rename on disk, one completed upload on an object store), so a kill
+never leaves an input half recorded and reprocessing an input rewrites its file instead of duplicating it.
+Nothing is held or written by the driver: the store scales with the storage behind it (``hh`` is a hash
+prefix that keeps local folders small). A record is a JSON object with at least ``id``, ``status`` ("ok" or
+"rejected") and, for rejections, ``reason`` (a short code) and ``detail``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-import os
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator, Optional
 
-log = logging.getLogger(__name__)
+from data_pipeline.storage import Storage
 
 OK = "ok"
 REJECTED = "rejected"
+ERROR_PREFIX = "error:"  # reason of an input whose processing raised an unexpected exception
 
 Record = dict[str, Any]
+
+
+class FatalError(RuntimeError):
+    """An exception that must stop the run instead of becoming one input's rejection (e.g. a caption server
+    that is down: every clip would be rejected for a reason that is not theirs)."""
 
 
 def ok(record: Record, **fields: Any) -> Record:
@@ -32,70 +39,66 @@ def reject(record: Record, reason: str, detail: str = "", **fields: Any) -> Reco
 
 
 def dumps(obj: Any) -> str:
-    """Canonical JSON (sorted keys) so that manifests and sample metadata compare byte for byte."""
+    """Canonical JSON (sorted keys) so that results and sample metadata compare byte for byte."""
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 class Manifest:
-    """The jsonl manifest of one stage under ``{output}/manifests/{stage}.jsonl``."""
+    """The results of one stage in ``storage`` (``manifests/{stage}/``)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._done: dict[str, list[Record]] = {}
-        self._load()
+    def __init__(self, storage: Storage, stage: str) -> None:
+        self.storage = storage
+        self.stage = stage
+        self.prefix = f"manifests/{stage}"
+        self._cache: Optional[dict[str, list[Record]]] = None
 
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        with open(self.path, "rb") as f:
-            raw = f.read()
-        lines = raw.split(b"\n")
-        valid_end = 0
-        for i, line in enumerate(lines):
-            if not line.strip():
-                valid_end += len(line) + 1
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                # Only the last line can be torn (a kill during append); anything else is real corruption.
-                if i != len(lines) - 1:
-                    raise ValueError(f"{self.path}: line {i + 1} is not JSON; the manifest is corrupt, delete it "
-                                     "to reprocess this stage") from None
-                log.warning("%s: dropping a torn last line left by an interrupted run", self.path)
-                break
-            if entry["input"] in self._done:
-                log.warning("%s: input %s recorded twice; keeping the first", self.path, entry["input"])
-            else:
-                self._done[entry["input"]] = entry["outputs"]
-            valid_end += len(line) + 1
-        if valid_end < len(raw):
-            # Cut the torn tail so the next append starts on a fresh line.
-            with open(self.path, "r+b") as f:
-                f.truncate(min(valid_end, len(raw)))
+    def path(self, input_id: str) -> str:
+        bucket = hashlib.sha1(input_id.encode()).hexdigest()[:2]
+        return f"{self.prefix}/{bucket}/{input_id}.json"
+
+    def get(self, input_id: str) -> Optional[list[Record]]:
+        """The outputs recorded for ``input_id``, or None when it was not processed yet."""
+        if self._cache is not None:
+            return self._cache.get(input_id)
+        try:
+            return json.loads(self.storage.read_bytes(self.path(input_id)))["outputs"]
+        except FileNotFoundError:
+            return None
 
     def __contains__(self, input_id: str) -> bool:
-        return input_id in self._done
+        return self.get(input_id) is not None
+
+    def append(self, input_id: str, outputs: list[Record], seconds: float = 0.0) -> None:
+        """Record that ``input_id`` was processed into ``outputs`` (durably, before returning)."""
+        entry = {"input": input_id, "outputs": outputs, "seconds": round(seconds, 4)}
+        self.storage.write_bytes(self.path(input_id), (dumps(entry) + "\n").encode("utf-8"))
+        if self._cache is not None:
+            self._cache[input_id] = outputs
+
+    def entries(self) -> Iterator[dict]:
+        """Every result file's content, in input-id order."""
+        files = self.storage.list(self.prefix)
+        for rel in sorted(files, key=lambda p: p.rsplit("/", 1)[-1]):
+            if rel.endswith(".json"):
+                yield json.loads(self.storage.read_bytes(rel))
+
+    def load(self) -> "Manifest":
+        """Read every result once (for the summary and shard planning); later lookups use the copy."""
+        self._cache = {e["input"]: e["outputs"] for e in self.entries()}
+        return self
+
+    def _all(self) -> dict[str, list[Record]]:
+        if self._cache is None:
+            self.load()
+        assert self._cache is not None
+        return self._cache
 
     def __len__(self) -> int:
-        return len(self._done)
-
-    def append(self, input_id: str, outputs: list[Record]) -> None:
-        """Record that ``input_id`` was processed into ``outputs`` (durably, before returning)."""
-        if input_id in self._done:
-            raise RuntimeError(f"{self.path}: input {input_id} is already recorded; this is a pipeline bug")
-        line = dumps({"input": input_id, "outputs": outputs}) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        self._done[input_id] = outputs
+        return len(self._all())
 
     def outputs(self) -> Iterator[Record]:
-        """Every output record, in the order inputs were completed."""
-        for outs in self._done.values():
-            yield from outs
+        for input_id in sorted(self._all()):
+            yield from self._all()[input_id]
 
     def accepted(self) -> list[Record]:
         """The records that go on to the next stage, sorted by id so every engine feeds the next stage alike."""
@@ -107,8 +110,3 @@ class Manifest:
             if r["status"] != OK:
                 counts[r["reason"]] = counts.get(r["reason"], 0) + 1
         return dict(sorted(counts.items()))
-
-
-def pending(inputs: Iterable[Record], manifest: Manifest) -> list[Record]:
-    """The inputs a stage still has to process."""
-    return [r for r in inputs if r["id"] not in manifest]

@@ -1,4 +1,4 @@
-"""Thin wrappers over the ffmpeg/ffprobe CLIs and soundfile: probe, decode to numpy, encode, read wav.
+"""Thin wrappers over the ffmpeg/ffprobe CLIs and soundfile: probe, decode to numpy, encode numpy frames, read wav.
 
 (Writing wav is ``ovi.media.write_wav``, shared with generation.)
 
@@ -7,6 +7,7 @@ way players do, and a crash in a codec stays in a child process instead of killi
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -14,7 +15,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator, Optional, Sequence
+from typing import IO, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -183,6 +184,40 @@ def iter_frames(
             raise MediaError(f"ffmpeg failed ({code}) decoding {path}: {_message(err.read())}")
 
 
+def encode_frames(frames: Iterable[np.ndarray], out: str | Path, fps: float, args: Sequence[str] = ()) -> int:
+    """Encode RGB uint8 frames [H, W, 3] (all one size), streamed through ffmpeg's stdin, as the video input
+    ``0:v`` of an ffmpeg command whose remaining input and output options are ``args`` (ending in ``out``'s
+    codec options; ``out`` is appended). Returns the number of frames sent."""
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise MediaError(f"no frames to encode into {out}")
+    h, w, _ = first.shape
+    cmd = [_require("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+           "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "pipe:0", *args, str(out)]
+    count = 0
+    with tempfile.TemporaryFile() as err, subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=err) as proc:
+        assert proc.stdin is not None
+        try:
+            for frame in itertools.chain([first], it):
+                if frame.shape != first.shape or frame.dtype != np.uint8:
+                    raise ValueError(f"frame {count} is {frame.dtype} {frame.shape}; all must be uint8 {first.shape}")
+                proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+                count += 1
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its exit code and message below say why
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            code = proc.wait()
+        if code != 0:
+            err.seek(0)
+            raise MediaError(f"ffmpeg failed ({code}) encoding {out}: {_message(err.read())}")
+    return count
+
+
 def _read_ppm_header(stream: IO[bytes], name: str) -> Optional[tuple[int, int]]:
     """Read "P6 <w> <h> 255<ws>" token by token; None at a clean end of stream."""
     tokens: list[bytes] = []
@@ -210,6 +245,17 @@ def stored_frame_count(path: str | Path) -> int:
                       "-of", "json", str(path)], binary="ffprobe")
     streams = json.loads(out).get("streams", [])
     return int(streams[0].get("nb_frames", 0)) if streams else 0
+
+
+def stream_lengths(path: str | Path) -> tuple[int, Optional[float]]:
+    """(video frames in the container's index, audio duration in s or None) of a file we just wrote."""
+    out = run_ffmpeg(["-v", "error", "-show_entries", "stream=codec_type,nb_frames,duration", "-of", "json",
+                      str(path)], binary="ffprobe")
+    streams = json.loads(out).get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video"), {})
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    duration = float(audio["duration"]) if audio and audio.get("duration") not in (None, "N/A") else None
+    return int(video.get("nb_frames", 0) or 0), duration
 
 
 def count_frames(path: str | Path) -> int:
@@ -248,10 +294,3 @@ def mean_volume_db(audio: np.ndarray) -> float:
         return float("-inf")
     rms = float(np.sqrt(np.mean(np.square(audio.astype(np.float64)))))
     return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
-
-
-def tmp_path_for(path: Path) -> Path:
-    """A sibling temp name that keeps the extension (ffmpeg picks the muxer from it)."""
-    import os
-
-    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")

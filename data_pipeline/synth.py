@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from data_pipeline.media import run_ffmpeg
+from ovi.geometry import SAMPLE_RATE
 
 # Moving sources different enough in hue, saturation and brightness that PySceneDetect's default threshold
 # sees a hard cut between consecutive ones at any size.
@@ -22,7 +23,7 @@ SCENE_SOURCES = (
 )
 
 
-def speech_wav(path: Path, text: str, sample_rate: int = 16_000) -> Path:
+def speech_wav(path: Path, text: str, sample_rate: int = SAMPLE_RATE) -> Path:
     """An espeak-ng utterance resampled with sox to ``sample_rate`` mono."""
     if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
         raise FileNotFoundError("espeak-ng and sox are needed to make speech; apt-get install espeak-ng sox")
@@ -98,10 +99,10 @@ def make_audio(path: Path, *, duration_s: float = 8.0, kind: str = "speech",
     if kind == "speech":
         wav = speech_wav(path.with_suffix(".speech.wav"), speech_text)
         run_ffmpeg(["-y", "-stream_loop", "-1", "-i", str(wav), "-af", "apad=pad_dur=0.5", "-t",
-                    f"{duration_s}", "-ar", "16000", "-ac", "1", str(path)])
+                    f"{duration_s}", "-ar", str(SAMPLE_RATE), "-ac", "1", str(path)])
         wav.unlink()
     elif kind == "tone":
-        run_ffmpeg(["-y", "-f", "lavfi", "-t", f"{duration_s}", "-i", "sine=frequency=330:sample_rate=16000",
+        run_ffmpeg(["-y", "-f", "lavfi", "-t", f"{duration_s}", "-i", f"sine=frequency=330:sample_rate={SAMPLE_RATE}",
                     str(path)])
     else:
         raise ValueError(f"kind must be 'speech' or 'tone', got {kind!r}")
@@ -115,8 +116,12 @@ def truncate(path: Path, keep_fraction: float) -> Path:
     return path
 
 
-# Settings for the tiny synthetic videos above (tests, benchmark): the paper's 720x720 floor would reject them.
+# Settings for the tiny synthetic videos above (tests, benchmark): the paper's 720x720 floor would reject them,
+# and the weight-needing quality filters are switched off explicitly (no weights are downloaded here).
 TINY_OVERRIDES = (
+    "sync.enabled=false",
+    "filter.aesthetic.enabled=false",
+    "filter.face.enabled=false",
     "filter.min_width=64",
     "filter.min_height=64",
     "pack.target_area_side=128",

@@ -1,14 +1,19 @@
 """The four models a generation needs, loaded from the release files or built tiny and random.
 
-``load_components`` reads the public release (paths from ``InferenceConfig.checkpoints``);
+``load_components`` reads the public release (paths from ``InferenceConfig.checkpoints``), or the toy model
+shipped in ``checkpoints/toy`` (configs/inference/toy.yaml: the same loaders, reduced widths read from the files,
+codec folders in the diffusers/transformers layout and a Griffin-Lim vocoder file, see ``ovi.toy.vocoder``);
 ``random_components`` builds every component at toy width with seeded random weights and a
 character-level tokenizer, so the whole pipeline and CLI run anywhere in seconds (the output is noise:
 nothing was trained).
 """
 from __future__ import annotations
 
+import json
+import logging
 import string
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
@@ -16,12 +21,15 @@ from transformers import PreTrainedTokenizerFast
 
 from ovi.checkpoints import load_fusion_checkpoint
 from ovi.codecs.audio_codec import AudioCodec
-from ovi.codecs.audio_vae import AudioVAE
+from ovi.codecs.audio_vae import AudioVAE, load_audio_vae
 from ovi.codecs.text_encoder import TextEncoder, build_umt5_encoder
 from ovi.codecs.video_vae import VideoVAE, build_wan22_vae
 from ovi.codecs.vocoder import build_vocoder, remove_weight_norm
 from ovi.config import FusionConfig, InferenceConfig
 from ovi.models.fusion import FusionModel
+from ovi.toy.vocoder import GRIFFIN_LIM_ITERS, GriffinLimVocoder
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,15 +43,34 @@ class Components:
 def load_components(cfg: InferenceConfig, model_cfg: FusionConfig, dtype: torch.dtype) -> Components:
     """Release files -> components on the CPU (the pipeline moves them to the device it runs on)."""
     paths = cfg.checkpoints
+    text, vae = paths.resolve("text_encoder"), paths.resolve("video_vae")
+    tokenizer = paths.resolve("tokenizer")
+    if text.is_dir():  # transformers folder (a Diffusers-layout release, or the toy's tiny UMT5)
+        text_encoder = TextEncoder.from_pretrained(text, tokenizer=tokenizer, text_len=model_cfg.video.text_len,
+                                                   dtype=dtype)
+    else:
+        text_encoder = TextEncoder.from_wan_checkpoint(text, tokenizer=tokenizer, dtype=dtype)
+    # Weights stored in bf16, arithmetic in float32: what the release runs (see ovi/codecs/video_vae.py).
+    vae_loader = VideoVAE.from_pretrained if vae.is_dir() else VideoVAE.from_wan_checkpoint
     return Components(
-        model=load_fusion_checkpoint(paths.resolve("fusion"), model_cfg, device="cpu", dtype=dtype),
-        text_encoder=TextEncoder.from_wan_checkpoint(
-            paths.resolve("text_encoder"), tokenizer=paths.resolve("tokenizer"), dtype=dtype
-        ),
-        # Weights stored in bf16, arithmetic in float32: what the release runs (see ovi/codecs/video_vae.py).
-        video_vae=VideoVAE.from_wan_checkpoint(paths.resolve("video_vae"), dtype=dtype, compute_dtype=torch.float32),
-        audio_codec=AudioCodec.from_files(paths.resolve("audio_vae"), paths.resolve("vocoder"), dtype=torch.float32),
+        model=load_fusion_checkpoint(paths.resolve("fusion", cfg.variant), model_cfg, device="cpu", dtype=dtype),
+        text_encoder=text_encoder,
+        video_vae=vae_loader(vae, dtype=dtype, compute_dtype=torch.float32),
+        audio_codec=_audio_codec(paths.resolve("audio_vae"), paths.resolve("vocoder")),
     )
+
+
+def _audio_codec(vae_path: Path, vocoder_path: Path) -> AudioCodec:
+    """The release's MMAudio VAE + BigVGAN files, or (a ``.json`` vocoder file) the toy's Griffin-Lim stand-in."""
+    if vocoder_path.suffix != ".json":
+        return AudioCodec.from_files(vae_path, vocoder_path, dtype=torch.float32)
+    spec = json.loads(vocoder_path.read_text())
+    if spec.get("vocoder") != "griffin_lim":
+        raise ValueError(f"{vocoder_path}: a vocoder .json must say {{\"vocoder\": \"griffin_lim\"}}; "
+                         "for BigVGAN give the release's best_netG.pt")
+    vae = load_audio_vae(vae_path, hidden_dim=None)
+    vocoder = GriffinLimVocoder(iters=int(spec.get("iters", GRIFFIN_LIM_ITERS)))
+    return AudioCodec(vae, vocoder).eval().requires_grad_(False)
 
 
 # Toy widths for random components: small enough for a CPU run of the full 121-frame shape in seconds.
@@ -66,6 +93,8 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 
 def random_components(model_cfg: FusionConfig, seed: int = 0, text_len: int | None = None) -> Components:
     """Every component at toy width with seeded random weights (float32, CPU); the caller's RNG is untouched."""
+    logger.warning("random_weights: every model is random, untrained: the output is NOISE (a smoke test of the "
+                   "code path). For a trained model that runs on a CPU use the toy preset: ovi-generate --config toy")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = FusionModel(model_cfg)

@@ -12,6 +12,19 @@ from typing import Any, Sequence, TypeVar
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ovi.geometry import ClipGeometry
+from ovi.sampling import (
+    DEFAULT_AUDIO_GUIDANCE,
+    DEFAULT_AUDIO_NEGATIVE_PROMPT,
+    DEFAULT_NUM_STEPS,
+    DEFAULT_SHIFT,
+    DEFAULT_SLG_LAYER,
+    DEFAULT_SOLVER,
+    DEFAULT_VIDEO_GUIDANCE,
+    DEFAULT_VIDEO_NEGATIVE_PROMPT,
+)
+from ovi.release import CheckpointPaths  # noqa: F401  (the release layout's owner; InferenceConfig holds one)
+
 T = TypeVar("T")
 
 # The released audio tower places audio token l at video latent frame l * 0.19676, the shipped value
@@ -87,6 +100,14 @@ def load_fusion_config(path: str | Path, overrides: Sequence[str] = ()) -> Fusio
     return load_config(FusionConfig, path, overrides)
 
 
+def fusion_config_from_yaml(text: str) -> FusionConfig:
+    """A FusionConfig from YAML text (as ``to_yaml`` writes it, e.g. into a trained export's metadata)."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(FusionConfig), OmegaConf.create(text)))
+    except OmegaConfBaseException as e:
+        raise ValueError(f"invalid model config: {e}") from e
+
+
 # Options of the reference's WanModel that the released towers do not use; we support only these values.
 _REFERENCE_FIXED = {"qk_norm": True, "cross_attn_norm": True, "window_size": [-1, -1]}
 
@@ -111,23 +132,6 @@ def fusion_config_from_reference(video_kwargs: dict[str, Any], audio_kwargs: dic
 
 
 @dataclass
-class CheckpointPaths:
-    """Release files, relative to ``root`` unless absolute (``ovi-download`` lays them out like this)."""
-
-    root: str = "checkpoints"
-    fusion: str = "Ovi/model_960x960_10s.safetensors"
-    video_vae: str = "Wan2.2-TI2V-5B/Wan2.2_VAE.pth"
-    text_encoder: str = "Wan2.2-TI2V-5B/models_t5_umt5-xxl-enc-bf16.pth"
-    tokenizer: str = "Wan2.2-TI2V-5B/google/umt5-xxl"
-    audio_vae: str = "MMAudio/ext_weights/v1-16.pth"
-    vocoder: str = "MMAudio/ext_weights/best_netG.pt"
-
-    def resolve(self, name: str) -> Path:
-        p = Path(getattr(self, name))
-        return p if p.is_absolute() else Path(self.root) / p
-
-
-@dataclass
 class InferenceConfig:
     """Everything ``ovi-generate`` needs; presets live in configs/inference/."""
 
@@ -136,36 +140,62 @@ class InferenceConfig:
     checkpoints: CheckpointPaths = field(default_factory=CheckpointPaths)
     random_weights: bool = False  # tiny random components, no files: a CPU smoke run (output is noise)
 
-    # Shape of what is generated.
-    area: int = 960 * 960  # pixel area; height/width follow the aspect ratio, snapped to multiples of 32
-    aspect_ratio: list[int] = field(default_factory=lambda: [1, 1])  # [width, height]; i2v uses the image's
-    num_frames: int = 241  # 24 fps: 121 -> 5.04 s, 241 -> 10.04 s
-    audio_latents: int = 314  # MMAudio latents (31.25 per second): 157 for 5 s, 314 for 10 s
-    fps: int = 24
-    sample_rate: int = 16000
+    # Shape of what is generated (ovi.imaging: the reference's rules, nearest multiple of 32).
+    area: int = 960 * 960  # the model's pixel area; every text-to-video size is scaled to it
+    # Text-to-video size as the reference's `video_frame_height_width` = [height, width]: it gives the aspect
+    # ratio, scaled to `area`. 0 = use aspect_ratio. Exactly H x W: set area=H*W too.
+    height: int = 0
+    width: int = 0
+    aspect_ratio: list[int] = field(default_factory=lambda: [1, 1])  # [width, height] when height/width are 0
+    # Video frames at 24 fps (121 -> 5.04 s, 241 -> 10.04 s); the audio length follows (see `geometry`).
+    num_frames: int = 241
 
-    # Sampling (the release's defaults).
-    solver: str = "unipc"  # unipc | euler | dpm++
-    num_steps: int = 50
-    shift: float = 5.0
-    video_guidance_scale: float = 4.0
-    audio_guidance_scale: float = 3.0
-    slg_layer: int = 11  # fusion block skipped on the negative branch; 0 disables skip-layer guidance
-    video_negative_prompt: str = "jitter, bad hands, blur, distortion"
-    audio_negative_prompt: str = "robotic, muffled, echo, distorted"
-    seed: int = 103
+    # Sampling (the release's defaults, owned by ovi.sampling).
+    solver: str = DEFAULT_SOLVER  # unipc | euler | dpm++
+    num_steps: int = DEFAULT_NUM_STEPS
+    shift: float = DEFAULT_SHIFT
+    video_guidance_scale: float = DEFAULT_VIDEO_GUIDANCE
+    audio_guidance_scale: float = DEFAULT_AUDIO_GUIDANCE
+    slg_layer: int = DEFAULT_SLG_LAYER  # fusion block skipped on the negative branch; 0 or -1 disables it
+    video_negative_prompt: str = DEFAULT_VIDEO_NEGATIVE_PROMPT
+    audio_negative_prompt: str = DEFAULT_AUDIO_NEGATIVE_PROMPT
+    seed: int = 103  # -1: a random seed (logged, and written into each output's metadata)
 
     # Devices and memory.
     device: str = "cuda"
     dtype: str = "bfloat16"  # compute dtype of the fusion model and text encoder: bfloat16 | float32
     cpu_offload: bool = False  # keep each model on the CPU except while it runs
-    fp8: bool = False  # store the fusion model's linear weights in float8 e4m3fn (upcast per layer)
-    attention_backend: str = "auto"  # auto | flash3 | flash2 | sdpa
+    offload_blocks: int = 0  # > 0: fusion blocks stream from CPU, this many on the GPU at once (next one prefetched)
+    text_encoder_device: str = ""  # e.g. "cpu": run UMT5 there (saves ~11 GB of GPU memory); empty: `device`
+    # Fusion model weights: none | fp8 (per-tensor cast, no scale) | fp8_scaled (per-channel scales, fp8
+    # matmuls on Hopper) | int8 (weight-only, per-channel): see ovi/models/quant.py. fp8_scaled/int8 need torchao.
+    quantize: str = "none"
+    attention_backend: str = "auto"  # auto | flash3 | flash2 | varlen | sdpa
+    compile: bool = False  # torch.compile each block (first step compiles; same arithmetic)
+    batch_cfg: bool = True  # both guidance branches in one forward; false: one at a time (less activation memory)
+    step_cache: float = 0.0  # > 0: reuse the blocks' residual while the first block's changes less (not exact)
 
     # Inputs and outputs.
     prompt: str = ""
     image: str = ""  # first frame for image-to-video; empty for text-to-video
-    prompts_file: str = ""  # CSV/TSV with a `prompt` column and an optional `image` column
+    # CSV/TSV: `prompt` (or the reference's `text_prompt`) and optional `image` (relative to the file) or
+    # `image_path` (relative to the working directory, as the reference reads it).
+    prompts_file: str = ""
+    long_prompts: str = "warn"  # warn | error: a prompt over the model's text_len tokens is cut there
     num_samples: int = 1  # samples per prompt (seeds seed, seed+1, ...)
     output_dir: str = "outputs"
+    overwrite: bool = False  # False: an existing output gets a new name (name-2.mp4), never replaced
+    skip_existing: bool = False  # batch resume: a (prompt, seed) whose mp4 exists is not generated again
     save_wav: bool = False
+
+    # Text -> image -> video: prompts without an image get a first frame from a diffusers text-to-image
+    # pipeline (hub id or local folder; the reference uses black-forest-labs/FLUX.1-Krea-dev).
+    t2i_model: str = ""
+    t2i_area: int = 1024 * 1024  # the image is made at this area (sides multiples of 16), then sized as i2v
+    t2i_steps: int = 28
+    t2i_guidance_scale: float = 4.5  # the reference's value for FLUX.1
+
+    @property
+    def geometry(self) -> ClipGeometry:
+        """Clip lengths for ``num_frames``: latent frames, audio latents (121 -> 157, 241 -> 314), fps, rate."""
+        return ClipGeometry.for_frames(self.num_frames)

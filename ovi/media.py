@@ -23,9 +23,8 @@ import soundfile as sf
 import torch
 
 from ovi.fileio import atomic_path
+from ovi.geometry import FPS, SAMPLE_RATE
 
-VIDEO_FPS = 24  # Ovi generates 121 frames at 24 fps
-AUDIO_SAMPLE_RATE = 16_000  # the MMAudio / BigVGAN vocoder rate
 VIDEO_CODEC = "libx264"
 VIDEO_PIX_FMT = "yuv420p"  # the pixel format every player decodes; chroma is 2x2 subsampled -> even sizes
 VIDEO_CRF = 18  # x264 constant-quality level: visually near-lossless, small files
@@ -124,7 +123,7 @@ def _encode_audio(container: av.container.OutputContainer, stream: av.AudioStrea
     container.mux(stream.encode(None))
 
 
-def write_wav(path: PathLike, audio: ArrayLike, sample_rate: int = AUDIO_SAMPLE_RATE) -> Path:
+def write_wav(path: PathLike, audio: ArrayLike, sample_rate: int = SAMPLE_RATE) -> Path:
     """Atomically write a mono 16-bit wav (samples clipped to [-1, 1])."""
     mono = np.clip(_to_mono(audio), -1.0, 1.0)
     with atomic_path(path) as tmp:
@@ -136,17 +135,19 @@ def write_mp4(
     path: PathLike,
     video: ArrayLike,
     audio: ArrayLike | None = None,
-    fps: float = VIDEO_FPS,
-    sample_rate: int = AUDIO_SAMPLE_RATE,
+    fps: float = FPS,
+    sample_rate: int = SAMPLE_RATE,
     wav_path: PathLike | None = None,
     *,
     pad_odd: bool = False,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write h264 video (+ AAC audio starting with frame 0) to ``path`` atomically; optionally a wav too.
 
     ``video``: uint8 ``[T, H, W, 3]`` or float ``[3, T, H, W]`` in [-1, 1] (numpy or torch, any device).
     ``audio``: float mono ``[N]`` at ``sample_rate`` or None for a silent clip. Odd frame sizes raise
-    unless ``pad_odd`` (then the last row/column is repeated).
+    unless ``pad_odd`` (then the last row/column is repeated). ``metadata``: mp4 container tags (e.g.
+    ``title``, ``comment``), readable back with ``av.open(path).metadata``.
     """
     frames = _even_frames(to_uint8_frames(video), pad_odd)
     if len(frames) == 0:
@@ -157,6 +158,7 @@ def write_mp4(
     rate = Fraction(fps).limit_denominator(1001)  # exact for 24 and for NTSC rates like 24000/1001
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
+            container.metadata.update(metadata or {})
             # every stream must exist before the first packet is muxed (that writes the mp4 header)
             video_stream = container.add_stream(VIDEO_CODEC, rate=rate, options={"crf": str(VIDEO_CRF)})
             video_stream.height, video_stream.width = frames.shape[1:3]
@@ -191,7 +193,7 @@ def read_video(path: PathLike | BinaryIO, max_frames: int | None = None) -> tupl
     return np.stack(frames), float(rate)
 
 
-def read_audio(path: PathLike | BinaryIO, sample_rate: int = AUDIO_SAMPLE_RATE) -> np.ndarray:
+def read_audio(path: PathLike | BinaryIO, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode the first audio stream as mono float32 ``[N]`` at ``sample_rate`` (channels averaged).
 
     Sample 0 is time 0 of the file: the decoder honours the mp4 edit list (AAC priming removed), and a

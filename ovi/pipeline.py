@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Iterator
 
-import numpy as np
 import torch
 from PIL import Image
 
+from ovi.checkpoints import TrainingMetadata
 from ovi.components import Components, load_components, random_components
-from ovi.config import InferenceConfig, load_fusion_config
-from ovi.denoise import Conditioning, GuidanceConfig, denoise
-from ovi.prompts import format_for_checkpoint, validate_prompt
+from ovi.config import FusionConfig, InferenceConfig, load_fusion_config
+from ovi.denoise import Conditioning, GuidanceConfig, SpeedConfig, denoise
+from ovi.imaging import ImageInput, first_frame, t2v_size
+from ovi.prompts import format_prompt, style_for_checkpoint, validate_prompt
+from ovi.validation import InvalidRequest, ModelFacts, resolve_seed, settings_problems
 
 logger = logging.getLogger(__name__)
 
-SIZE_MULTIPLE = 32  # output sides are multiples of 32 (VAE x16 and the 2x2 patch)
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+# InferenceConfig fields that OviPipeline.generate takes per call (the rest shape the loaded models).
+PER_CALL_SETTINGS = ("height", "width", "aspect_ratio", "solver", "num_steps", "shift", "video_guidance_scale",
+                     "audio_guidance_scale", "slg_layer", "video_negative_prompt", "audio_negative_prompt")
 
 
 @dataclass
@@ -36,45 +38,17 @@ class Generation:
     fps: int
     sample_rate: int
     prompt: str
-    seed: int
-
-
-def size_for_area(aspect_w: float, aspect_h: float, area: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
-    """(height, width) with the given aspect ratio and about ``area`` pixels, sides floored to ``multiple``.
-
-    A square at area 720*720 gives 704x704, as the released 720x720_5s model runs.
-    """
-    if aspect_w <= 0 or aspect_h <= 0:
-        raise ValueError(f"aspect ratio must be positive, got {aspect_w}:{aspect_h}")
-    scale = math.sqrt(area / (aspect_w * aspect_h))
-    h = max(multiple, int(aspect_h * scale) // multiple * multiple)
-    w = max(multiple, int(aspect_w * scale) // multiple * multiple)
-    return h, w
-
-
-def open_image(image: str | Path | Image.Image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image
-    if not Path(image).is_file():
-        raise FileNotFoundError(f"image not found: {image}")
-    return Image.open(image)
-
-
-def load_image(image: Image.Image, height: int, width: int) -> torch.Tensor:
-    """Resize to cover (height, width), centre-crop, scale to [-1, 1]: -> [3, 1, H, W] float32."""
-    image = image.convert("RGB")
-    scale = max(height / image.height, width / image.width)
-    image = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-                         Image.Resampling.BICUBIC)
-    left, top = (image.width - width) // 2, (image.height - height) // 2
-    pixels = np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.float32)
-    return torch.from_numpy(pixels).permute(2, 0, 1)[:, None] / 127.5 - 1.0
+    seed: int  # the seed used (a random one when -1 was asked for)
+    settings: dict  # every setting this sample was made with (written into the output's metadata)
+    first_frame: Image.Image | None = None  # the text-to-image first frame (t2i2v), if one was made
 
 
 class OviPipeline:
-    def __init__(self, components: Components, cfg: InferenceConfig) -> None:
+    def __init__(self, components: Components, cfg: InferenceConfig, prompt_style: str | None = None) -> None:
+        """``prompt_style``: the caption spelling the model was trained on; None: that of ``cfg.variant``."""
         self.c = components
         self.cfg = cfg
+        self.prompt_style = prompt_style or style_for_checkpoint(cfg.variant)
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device=cuda but no CUDA GPU is visible; pass device=cpu (slow) or run on a GPU host")
@@ -82,72 +56,126 @@ class OviPipeline:
         if self.dtype is None:
             raise ValueError(f"dtype {cfg.dtype!r} unknown; choose one of {sorted(DTYPES)}")
         self.c.model.set_attention_backend(cfg.attention_backend)
-        if cfg.fp8:
-            from ovi.models.fp8 import store_linear_weights_fp8
-
-            saved = store_linear_weights_fp8(self.c.model)
-            logger.info("fp8 weight storage saved %.2f GB", saved / 1e9)
+        self._apply_memory_tiers()
         if not cfg.cpu_offload:
             for module in self._modules():
-                module.to(self.device)
+                module.to(self._home(module))
+        model_cfg = self.c.model.cfg
+        self.facts = ModelFacts(model_cfg.video.num_layers, model_cfg.video.text_len)
+        self.text_to_image = None  # t2i2v: set by from_config when cfg.t2i_model is given
 
     @classmethod
     def from_config(cls, cfg: InferenceConfig) -> OviPipeline:
-        model_cfg = load_fusion_config(cfg.model)
         if cfg.random_weights:
-            components = random_components(model_cfg, seed=cfg.seed)
-        else:
-            from ovi.cli.download import format_missing, missing_release_files
+            pipe = cls(random_components(load_fusion_config(cfg.model), seed=max(cfg.seed, 0)), cfg)
+            pipe.load_text_to_image()
+            return pipe
+        from ovi.release import format_missing, missing_release_files
 
-            missing = missing_release_files(cfg)
-            if missing:
-                raise FileNotFoundError(format_missing(missing))
-            components = load_components(cfg, model_cfg, DTYPES[cfg.dtype])
-        return cls(components, cfg)
+        missing = missing_release_files(cfg)
+        if missing:
+            raise FileNotFoundError(format_missing(missing))
+        cfg, model_cfg, style = apply_training_metadata(cfg)
+        logger.info("loading models (%s)", cfg.variant)
+        pipe = cls(load_components(cfg, model_cfg, DTYPES[cfg.dtype]), cfg, style)
+        pipe.load_text_to_image()
+        return pipe
+
+    def load_text_to_image(self) -> None:
+        """Load ``cfg.t2i_model`` (t2i2v: prompts without an image get a generated first frame)."""
+        if not self.cfg.t2i_model:
+            return
+        from ovi.text_to_image import TextToImage
+
+        logger.info("loading text-to-image pipeline %s", self.cfg.t2i_model)
+        self.text_to_image = TextToImage.from_pretrained(
+            self.cfg.t2i_model, self.device, self.dtype, self.cfg.cpu_offload, steps=self.cfg.t2i_steps,
+            guidance_scale=self.cfg.t2i_guidance_scale, area=self.cfg.t2i_area)
+
+    def _apply_memory_tiers(self) -> None:
+        """Weight quantisation, per-block compile and block streaming of the fusion model (InferenceConfig's
+        "Devices and memory" options; README "Memory options")."""
+        cfg, model = self.cfg, self.c.model
+        if cfg.quantize != "none":
+            from ovi.models.quant import quantize_model
+
+            saved = quantize_model(model, cfg.quantize, self.device)
+            logger.info("quantize=%s saved %.2f GB of weights", cfg.quantize, saved / 1e9)
+        if cfg.compile:
+            from ovi.models.compile import compile_blocks
+
+            compile_blocks(model)
+        if cfg.offload_blocks:
+            from ovi.models.offload import stream_blocks
+
+            stream_blocks(model, self.device, cfg.offload_blocks)
 
     def _modules(self) -> list[torch.nn.Module]:
-        return [self.c.model, self.c.text_encoder, self.c.video_vae, self.c.audio_codec]
+        """The modules placed as a whole (a block-streamed fusion model places itself)."""
+        model = [] if self.cfg.offload_blocks else [self.c.model]
+        return model + [self.c.text_encoder, self.c.video_vae, self.c.audio_codec]
+
+    def _home(self, module: torch.nn.Module) -> torch.device:
+        """Where a module runs: the text encoder may be sent elsewhere (``text_encoder_device``)."""
+        if module is self.c.text_encoder and self.cfg.text_encoder_device:
+            return torch.device(self.cfg.text_encoder_device)
+        return self.device
 
     @contextlib.contextmanager
     def _on_device(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
         """With cpu_offload, a model is on the GPU only while it runs."""
-        if self.cfg.cpu_offload:
-            module.to(self.device)
+        offload = self.cfg.cpu_offload and module in self._modules()
+        if offload:
+            module.to(self._home(module))
         try:
             yield module
         finally:
-            if self.cfg.cpu_offload:
+            if offload:
                 module.to("cpu")
 
     @torch.inference_mode()
     def generate(
         self,
         prompt: str,
-        image: str | Path | Image.Image | None = None,
+        image: ImageInput | None = None,
         seed: int | None = None,
         progress: bool = True,
+        **settings: object,
     ) -> Generation:
-        cfg = self.cfg
-        seed = cfg.seed if seed is None else seed
+        """One sample. ``image``: path, PIL, uint8 array/tensor [H, W, 3] or float tensor [3, H, W] in [-1, 1]
+        (None: text-to-video, or t2i2v with ``t2i_model``). ``seed``: None = the config's, -1 = random.
+        ``settings``: per-call overrides of the config (``PER_CALL_SETTINGS``), e.g. ``num_steps=30``."""
+        unknown = sorted(set(settings) - set(PER_CALL_SETTINGS))
+        if unknown:
+            raise InvalidRequest([f"generate() got unknown settings {unknown}; per call: {', '.join(PER_CALL_SETTINGS)}"])
+        cfg = replace(self.cfg, **settings)
+        seed = resolve_seed(cfg.seed if seed is None else seed)
+        cfg = replace(cfg, seed=seed)
+        problems = settings_problems(cfg, self.facts)
+        if problems:
+            raise InvalidRequest(problems)
         validate_prompt(prompt)
-        text = format_for_checkpoint(prompt, cfg.variant)
+        text = format_prompt(prompt, self.prompt_style)
+        self._check_length(text)
 
         with self._on_device(self.c.text_encoder) as enc:
             pos, vneg, aneg = enc.encode([text, cfg.video_negative_prompt, cfg.audio_negative_prompt])
         cond = Conditioning(*(e.to(self.device, self.dtype) for e in (pos, vneg, aneg)))
 
-        first_frame = None
+        # The reference's sizes: t2v scales the requested [H, W] (or aspect ratio) to the area; i2v sizes
+        # from the image (ovi.imaging).
+        height, width = t2v_size(*((cfg.height, cfg.width) if cfg.height else cfg.aspect_ratio[::-1]), cfg.area)
+        made_image = None
+        if image is None and self.text_to_image is not None:
+            image = made_image = self.text_to_image(prompt, height, width, seed)
+        clean_latent = None
         if image is not None:
-            image = open_image(image)
-            height, width = size_for_area(image.width, image.height, cfg.area)
+            pixels = first_frame(image, cfg.area)  # [3, 1, H, W]
+            height, width = pixels.shape[2:]
             with self._on_device(self.c.video_vae) as vae:
-                pixels = load_image(image, height, width).to(self.device)
-                first_frame = vae.encode(pixels[None])[0].to(self.dtype)  # [48, 1, h, w]
-        else:
-            height, width = size_for_area(*cfg.aspect_ratio, cfg.area)
-        vae = self.c.video_vae
-        latent_shape = (vae.z_dim, vae.latent_frames(cfg.num_frames),
-                        height // vae.spatial_compression, width // vae.spatial_compression)
+                clean_latent = vae.encode(pixels[None].to(self.device))[0].to(self.dtype)  # [48, 1, h, w]
+        geometry = cfg.geometry
+        latent_shape = (self.c.video_vae.z_dim, geometry.latent_frames, *geometry.latent_hw(height, width))
 
         # Video and audio noise each come from a generator seeded with the same seed, as the release does,
         # so a seed reproduces the reference's sample.
@@ -156,14 +184,50 @@ class OviPipeline:
             return torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
 
         video_noise = noise(latent_shape)
-        audio_noise = noise((cfg.audio_latents, self.c.model.cfg.audio.in_dim))
+        audio_noise = noise((geometry.audio_latents, self.c.model.cfg.audio.in_dim))
         guide = GuidanceConfig(cfg.solver, cfg.num_steps, cfg.shift, cfg.video_guidance_scale,
-                               cfg.audio_guidance_scale, cfg.slg_layer)
+                               cfg.audio_guidance_scale, max(cfg.slg_layer, 0))  # -1 = off, as the reference
+        logger.info("denoising %dx%d, %d frames, seed %d", height, width, geometry.num_frames, seed)
         with self._on_device(self.c.model) as model:
-            video_latent, audio_latent = denoise(model, video_noise, audio_noise, cond, guide, first_frame, progress)
+            speed = SpeedConfig(batch_cfg=cfg.batch_cfg, step_cache=cfg.step_cache)
+            video_latent, audio_latent = denoise(model, video_noise, audio_noise, cond, guide, clean_latent, progress,
+                                                 speed)
 
+        logger.info("decoding video and audio")
         with self._on_device(self.c.video_vae) as vae:
             video = vae.decode(video_latent[None])[0].float().cpu()  # [3, T, H, W]
         with self._on_device(self.c.audio_codec) as codec:
             audio = codec.decode(audio_latent.T[None])[0].float().cpu()  # [N]
-        return Generation(video, audio, cfg.fps, cfg.sample_rate, prompt, seed)
+        settings_used = {name: getattr(cfg, name) for name in PER_CALL_SETTINGS}
+        settings_used.update(variant=cfg.variant, prompt_style=self.prompt_style, num_frames=geometry.num_frames,
+                             area=cfg.area, video_height=height, video_width=width, t2i_model=cfg.t2i_model or None,
+                             mode="i2v" if made_image is None and image is not None else
+                             "t2i2v" if made_image is not None else "t2v")
+        return Generation(video, audio, geometry.fps, geometry.sample_rate, prompt, seed, settings_used, made_image)
+
+    def _check_length(self, text: str) -> None:
+        """A prompt over ``text_len`` tokens is cut by the encoder: warn with the count, or refuse."""
+        from ovi.codecs.text_encoder import clean_prompt
+
+        tokenizer = self.c.text_encoder.tokenizer
+        if tokenizer is None:
+            return
+        n = len(tokenizer(clean_prompt(text)).input_ids)
+        if n > self.facts.text_len:
+            msg = (f"the prompt has {n} tokens, over the model's {self.facts.text_len}: the end (with the audio "
+                   "description) is cut; shorten it")
+            if self.cfg.long_prompts == "error":
+                raise InvalidRequest([msg])
+            logger.warning(msg)
+
+
+def apply_training_metadata(cfg: InferenceConfig) -> tuple[InferenceConfig, FusionConfig, str | None]:
+    """A trained export says its model config, clip length and prompt spelling (``TrainingMetadata``); those
+    win over the preset, so a fine-tuned file samples as it was trained. Released files say nothing."""
+    trained = TrainingMetadata.read(cfg.checkpoints.resolve("fusion", cfg.variant))
+    model_cfg = trained.fusion_config() or load_fusion_config(cfg.model)
+    if trained.num_frames is not None and trained.num_frames != cfg.num_frames:
+        logger.info("num_frames %d -> %d: the fusion file was trained on %d frames",
+                    cfg.num_frames, trained.num_frames, trained.num_frames)
+        cfg = replace(cfg, num_frames=trained.num_frames)
+    return cfg, model_cfg, trained.prompt_style

@@ -39,6 +39,8 @@ CHECKPOINT_PROMPT_STYLE: dict[str, str] = {
     "960x960_5s": "audio_colon",
     "960x960_10s": "audio_colon",
 }
+# The spelling of the captions the data pipeline writes, and so of every model this repo trains.
+CAPTION_PROMPT_STYLE: PromptStyle = "audio_colon"
 
 EXPECTED_FORMAT = (
     "expected: '<video description> <S>speech<E> … Audio: <audio description>' "

@@ -1,8 +1,9 @@
 """Flow-matching samplers exactly as the released Ovi drives them, built from diffusers' schedulers.
 
 Ovi integrates ``dx/dsigma = v`` from pure noise (sigma ~ 1) to data (sigma = 0), with the model predicting
-the flow ``v`` and ``x0 = x - sigma * v``. Three solvers are exposed, each reproducing the schedule the
-reference's ``OviFusionEngine.get_scheduler_time_steps`` produces (``shared/reference/sampler_schedules.json``):
+the flow ``v`` and ``x0 = x - sigma * v`` (the conventions of :mod:`ovi.flow`, which training shares).
+Three solvers are exposed, each reproducing the schedule the reference's
+``OviFusionEngine.get_scheduler_time_steps`` produces (``shared/reference/sampler_schedules.json``):
 
 - ``"unipc"`` (the release default): diffusers ``UniPCMultistepScheduler`` in flow mode. Its default flow grid
   starts one training step too high, so the reference's un-shifted grid ``linspace(1 - 1/T, 0, N+1)[:-1]`` is
@@ -24,24 +25,29 @@ the pipeline comes from an explicit ``torch.Generator`` instead.
 from __future__ import annotations
 
 import inspect
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-NUM_TRAIN_TIMESTEPS = 1000  # the flow models were trained with t = 1000 * sigma
-DEFAULT_SHIFT = 5.0  # inference_fusion.yaml: shift 5.0
-DEFAULT_NUM_STEPS = 50  # inference_fusion.yaml: 50 sampling steps
+from ovi.flow import FLOW
+
+if TYPE_CHECKING:  # diffusers takes seconds to import; configs import this module only for its defaults
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin as Scheduler  # timesteps set
+
 SOLVERS = ("unipc", "euler", "dpm++")
 SolverName = Literal["unipc", "euler", "dpm++"]
-Scheduler = SchedulerMixin  # what make_scheduler returns: a diffusers scheduler with its timesteps set
 
-
-def shift_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
-    """The flow-matching time shift ``s' = shift * s / (1 + (shift - 1) * s)`` (more steps at high noise)."""
-    return shift * sigmas / (1 + (shift - 1) * sigmas)
+# The release's sampling defaults (Ovi's inference_fusion.yaml); InferenceConfig and GuidanceConfig use these.
+DEFAULT_SOLVER: SolverName = "unipc"
+DEFAULT_NUM_STEPS = 50
+DEFAULT_SHIFT = 5.0
+DEFAULT_VIDEO_GUIDANCE = 4.0
+DEFAULT_AUDIO_GUIDANCE = 3.0
+DEFAULT_SLG_LAYER = 11  # fusion block skipped on the negative branch; 0 disables skip-layer guidance
+DEFAULT_VIDEO_NEGATIVE_PROMPT = "jitter, bad hands, blur, distortion"
+DEFAULT_AUDIO_NEGATIVE_PROMPT = "robotic, muffled, echo, distorted"
 
 
 def make_scheduler(name: str, num_steps: int, shift: float = DEFAULT_SHIFT) -> Scheduler:
@@ -57,7 +63,9 @@ def make_scheduler(name: str, num_steps: int, shift: float = DEFAULT_SHIFT) -> S
     if name == "unipc":
         return _make_unipc(num_steps, shift)
     if name == "euler":
-        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=shift)
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=FLOW.num_train_timesteps, shift=shift)
         scheduler.set_timesteps(num_steps)
         return scheduler
     if name == "dpm++":
@@ -66,6 +74,8 @@ def make_scheduler(name: str, num_steps: int, shift: float = DEFAULT_SHIFT) -> S
 
 
 def _make_unipc(num_steps: int, shift: float) -> UniPCMultistepScheduler:
+    from diffusers import UniPCMultistepScheduler
+
     if "sigmas" not in inspect.signature(UniPCMultistepScheduler.set_timesteps).parameters:
         raise RuntimeError(
             "this diffusers UniPCMultistepScheduler.set_timesteps() takes no `sigmas`, which the reference "
@@ -74,7 +84,7 @@ def _make_unipc(num_steps: int, shift: float) -> UniPCMultistepScheduler:
     # solver_order 2, bh2, predict_x0, lower_order_final and final_sigmas_type "zero" are the reference's
     # values too; spelled out so a change of diffusers' defaults cannot silently change the solver.
     scheduler = UniPCMultistepScheduler(
-        num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+        num_train_timesteps=FLOW.num_train_timesteps,
         solver_order=2,
         prediction_type="flow_prediction",
         predict_x0=True,
@@ -85,14 +95,16 @@ def _make_unipc(num_steps: int, shift: float) -> UniPCMultistepScheduler:
         flow_shift=shift,
     )
     # The reference's un-shifted grid; diffusers applies flow_shift to it.
-    unshifted = np.linspace(1 - 1 / NUM_TRAIN_TIMESTEPS, 0, num_steps + 1)[:-1]
+    unshifted = np.linspace(1 - 1 / FLOW.num_train_timesteps, 0, num_steps + 1)[:-1]
     scheduler.set_timesteps(sigmas=unshifted)
     return scheduler
 
 
 def _make_dpm_pp(num_steps: int, shift: float) -> DPMSolverMultistepScheduler:
+    from diffusers import DPMSolverMultistepScheduler
+
     scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+        num_train_timesteps=FLOW.num_train_timesteps,
         solver_order=2,
         prediction_type="flow_prediction",
         algorithm_type="dpmsolver++",
@@ -108,9 +120,9 @@ def _make_dpm_pp(num_steps: int, shift: float) -> DPMSolverMultistepScheduler:
     # then the grid is replaced by the reference's (same length, so the solver's bookkeeping still holds).
     # At sigma = 1 the solver's log-SNR is -inf, which its update formulas handle (exp(-inf) = 0).
     scheduler.set_timesteps(num_steps)
-    sigmas = shift_sigmas(np.linspace(1, 0, num_steps + 1)[:num_steps], shift)  # float64, [N]
+    sigmas = FLOW.shift(np.linspace(1, 0, num_steps + 1)[:num_steps], shift)  # float64, [N]
     scheduler.sigmas = torch.from_numpy(np.append(sigmas, 0.0).astype(np.float32))
-    scheduler.timesteps = torch.from_numpy(sigmas * NUM_TRAIN_TIMESTEPS).to(torch.int64)  # truncates
+    scheduler.timesteps = torch.from_numpy(FLOW.timestep(sigmas)).to(torch.int64)  # truncates
     return scheduler
 
 

@@ -1,8 +1,9 @@
 """Shared pytest plumbing: the ``--fixture-dir`` option that points fixture tests at golden folders.
 
 A golden folder's kind is its name prefix (``tiny_fusion_a`` -> ``tiny_fusion``). A test that takes an
-argument named ``<kind>_dir`` runs once per given folder of that kind. Without ``--fixture-dir`` every
-folder of ``../shared/reference/`` (or ``$OVI_REFERENCE_DIR``) is used.
+argument named ``<kind>_dir`` runs once per given folder of that kind; tests derive their cases from the
+folder's own files. Without ``--fixture-dir`` every folder of ``../shared/reference/`` (or
+``$OVI_REFERENCE_DIR``) is used; with it, tests of the kinds not given are skipped.
 """
 from __future__ import annotations
 
@@ -54,9 +55,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         arg = f"{kind}_dir"
         if arg in metafunc.fixturenames:
             dirs = [d for d in _fixture_dirs(metafunc.config) if fixture_kind(d) == kind]
-            if not dirs:
-                raise pytest.UsageError(f"{metafunc.function.__name__} needs a {kind}_* fixture folder; none given")
-            metafunc.parametrize(arg, dirs, ids=[d.name for d in dirs], scope="module")
+            if dirs:
+                metafunc.parametrize(arg, dirs, ids=[d.name for d in dirs], scope="module")
+            elif metafunc.config.getoption("--fixture-dir"):  # the user chose other kinds
+                metafunc.parametrize(arg, [pytest.param(None, marks=pytest.mark.skip(
+                    reason=f"no {kind}_* folder among --fixture-dir"))], ids=[f"no_{kind}"])
+            else:
+                raise pytest.UsageError(f"{metafunc.function.__name__} needs a {kind}_* fixture folder; none found "
+                                        f"in {default_reference_dir()}")
 
 
 @pytest.fixture(scope="session")

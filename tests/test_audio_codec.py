@@ -13,10 +13,14 @@ from ovi.codecs.audio_codec import AudioCodec, build_audio_codec_on_meta
 from ovi.codecs.audio_vae import load_audio_vae
 from ovi.codecs.mel import MelFrontEnd
 from ovi.codecs.vocoder import load_vocoder, remove_weight_norm, to_parametrization_names
+from ovi.release import AUDIO_VAE, VOCODER
 from ovi.state_dict_utils import StateDictMismatchError
 
 EXACT_GROUPS = ("mel", "vae_encode", "wrapped_encode", "vae_decode", "vocoder", "wrapped_decode")
 BF16_GROUPS = ("vae_decode", "vocoder", "wrapped_decode")
+VAE_FILE, VOCODER_FILE = AUDIO_VAE.name, VOCODER.name  # a fixture holds the release files under their names
+# Optional: the vocoder under the reference module's own parametrization key names.
+PARAMETRIZATIONS_FILE = "best_netG_parametrizations.pt"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,10 +89,10 @@ def _config(fixture: Path) -> dict:
     return json.loads((fixture / "config.json").read_text())
 
 
-def _load(fixture: Path, dtype: torch.dtype, vocoder_file: str = "best_netG.pt") -> AudioCodec:
+def _load(fixture: Path, dtype: torch.dtype, vocoder_file: str = VOCODER_FILE) -> AudioCodec:
     build = _config(fixture)["build"]
     return AudioCodec.from_files(
-        fixture / "v1-16.pth",
+        fixture / VAE_FILE,
         fixture / vocoder_file,
         vae_hidden_dim=build["hidden_dim"],
         vocoder_config=build["vocoder_config"],
@@ -193,8 +197,10 @@ def test_bf16_encode_tracks_exact_target(codec_bf16: AudioCodec, golden: dict) -
 
 
 def test_parametrization_named_vocoder_file_loads_identically(audio_codec_dir: Path, codec_fp32: AudioCodec) -> None:
+    if not (audio_codec_dir / PARAMETRIZATIONS_FILE).is_file():
+        pytest.skip(f"{audio_codec_dir.name} has no optional {PARAMETRIZATIONS_FILE}")
     cfg = _config(audio_codec_dir)["build"]["vocoder_config"]
-    other = load_vocoder(audio_codec_dir / "best_netG_parametrizations.pt", config=cfg)
+    other = load_vocoder(audio_codec_dir / PARAMETRIZATIONS_FILE, config=cfg)
     ours, theirs = codec_fp32.vocoder.state_dict(), other.state_dict()
     assert ours.keys() == theirs.keys()
     assert not any(k.endswith(("weight_g", "weight_v")) for k in theirs), "weight norm must be folded"
@@ -203,8 +209,8 @@ def test_parametrization_named_vocoder_file_loads_identically(audio_codec_dir: P
 
 
 def test_vae_refuses_raw_weights_after_reload(codec_fp32: AudioCodec, audio_codec_dir: Path) -> None:
-    vae = load_audio_vae(audio_codec_dir / "v1-16.pth", hidden_dim=_config(audio_codec_dir)["build"]["hidden_dim"])
-    vae.load_state_dict(torch.load(audio_codec_dir / "v1-16.pth", weights_only=True))
+    vae = load_audio_vae(audio_codec_dir / VAE_FILE, hidden_dim=_config(audio_codec_dir)["build"]["hidden_dim"])
+    vae.load_state_dict(torch.load(audio_codec_dir / VAE_FILE, weights_only=True))
     with pytest.raises(RuntimeError, match="normalize_weights"):
         vae.decode(torch.zeros(1, vae.embed_dim, 2))
     vae.normalize_weights()
@@ -217,23 +223,23 @@ def test_vae_refuses_raw_weights_after_reload(codec_fp32: AudioCodec, audio_code
 
 def test_missing_file_names_release_file_and_download(tmp_path: Path, audio_codec_dir: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"v1-16\.pth.*ovi-download.*checkpoints/MMAudio/ext_weights"):
-        AudioCodec.from_files(tmp_path / "nope.pth", audio_codec_dir / "best_netG.pt")
+        AudioCodec.from_files(tmp_path / "nope.pth", audio_codec_dir / VOCODER_FILE)
     build = _config(audio_codec_dir)["build"]
     with pytest.raises(FileNotFoundError, match=r"best_netG\.pt.*ovi-download"):
         AudioCodec.from_files(
-            audio_codec_dir / "v1-16.pth", tmp_path / "nope.pt", vae_hidden_dim=build["hidden_dim"]
+            audio_codec_dir / VAE_FILE, tmp_path / "nope.pt", vae_hidden_dim=build["hidden_dim"]
         )
 
 
 def test_wrong_keys_are_listed(tmp_path: Path, audio_codec_dir: Path) -> None:
     build = _config(audio_codec_dir)["build"]
-    sd = torch.load(audio_codec_dir / "v1-16.pth", weights_only=True)
+    sd = torch.load(audio_codec_dir / VAE_FILE, weights_only=True)
     sd["encoder.bogus.weight"] = sd.pop("encoder.conv_in.weight")
     sd["data_mean"] = torch.zeros(1, 3, 1)
-    bad = tmp_path / "v1-16.pth"
+    bad = tmp_path / VAE_FILE
     torch.save(sd, bad)
     with pytest.raises(StateDictMismatchError) as err:
-        AudioCodec.from_files(bad, audio_codec_dir / "best_netG.pt", vae_hidden_dim=build["hidden_dim"])
+        AudioCodec.from_files(bad, audio_codec_dir / VOCODER_FILE, vae_hidden_dim=build["hidden_dim"])
     msg = str(err.value)
     assert "1 missing keys: encoder.conv_in.weight" in msg
     assert "1 unexpected keys: encoder.bogus.weight" in msg
@@ -241,10 +247,10 @@ def test_wrong_keys_are_listed(tmp_path: Path, audio_codec_dir: Path) -> None:
 
     # The release-size default against the reduced fixture: every conv is mis-shaped, the count says so.
     with pytest.raises(StateDictMismatchError, match=r"mis-shaped keys: .*more\).*hidden_dim=384"):
-        AudioCodec.from_files(audio_codec_dir / "v1-16.pth", audio_codec_dir / "best_netG.pt")
+        AudioCodec.from_files(audio_codec_dir / VAE_FILE, audio_codec_dir / VOCODER_FILE)
 
-    voc = torch.load(audio_codec_dir / "best_netG.pt", weights_only=True)
-    bad_voc = tmp_path / "best_netG.pt"
+    voc = torch.load(audio_codec_dir / VOCODER_FILE, weights_only=True)
+    bad_voc = tmp_path / VOCODER_FILE
     torch.save(voc["generator"], bad_voc)  # a bare state_dict, not {'generator': ...}
     with pytest.raises(StateDictMismatchError, match="generator"):
         load_vocoder(bad_voc, config=build["vocoder_config"])

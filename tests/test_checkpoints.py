@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from ovi.checkpoints import CheckpointMismatchError, load_fusion_checkpoint, save_fusion_checkpoint
 from ovi.config import load_fusion_config
 from ovi.models.fusion import FusionModel
+from ovi.models.stream import Stream
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,9 +38,10 @@ def test_save_load_round_trip_is_bit_identical(tmp_path: Path, tiny, dtype: torc
     # The file itself is in the release layout: flat keys, nothing else.
     assert set(load_file(path)) == set(model.state_dict())
     video, audio, ctx = [torch.randn(48, 1, 4, 4)], [torch.randn(5, 20)], [torch.randn(3, 4096)]
+    streams = Stream(video, torch.tensor([400]), ctx), Stream(audio, torch.tensor([400]), ctx)
     with torch.no_grad():
-        a = model.to(dtype)(video, audio, torch.tensor([400]), ctx, ctx)
-        b = loaded(video, audio, torch.tensor([400]), ctx, ctx)
+        a = model.to(dtype)(*streams)
+        b = loaded(*streams)
     model.float()
     # Weights are bit-identical; outputs agree to rounding (BLAS may pick other kernels for other buffers).
     tol = 1e-5 if dtype == torch.float32 else 1e-2

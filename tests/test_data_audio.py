@@ -59,9 +59,9 @@ def test_audio_pipeline_shards(audio_inputs, tmp_path, purpose):
         assert all("image_url" not in json.dumps(r) for r in server.requests)  # audio only: no frames sent
     assert summary["stages"]["audio_split"]["rejected"] == {"too_short": 1}
     index = read_index(tmp_path / "shards")
-    assert index["kind"] == "audio"
+    assert index.kind == "audio"
     samples = list(wds.WebDataset(shard_urls(tmp_path / "shards"), shardshuffle=False))
-    assert len(samples) == index["num_samples"] >= 3
+    assert len(samples) == index.num_samples >= 3
     for s in samples:
         assert set(k for k in s if not k.startswith("__")) == {"wav", "json"}
         meta = json.loads(s["json"])

@@ -120,3 +120,61 @@ def test_server_errors_are_retried_then_raised(clip, monkeypatch):
 def test_audio_url_part(clip):
     _, requests = caption_with(clip, valid_caption, "caption.audio_part=audio_url")
     assert requests[0]["messages"][0]["content"][-1]["audio_url"]["url"].startswith("data:audio/wav;base64,")
+
+
+@pytest.fixture(scope="module")
+def tone_clip(tmp_path_factory):
+    """A clip nobody speaks in (a steady tone)."""
+    d = tmp_path_factory.mktemp("caption_tone")
+    (d / "in").mkdir()
+    synth.make_video(d / "in" / "tone.mp4", scenes=(5.2,), size=(96, 64), audio="tone")
+    cfg = load_data_config(None, [f"input={d / 'in'}", f"output={d / 'out'}", *synth.TINY_OVERRIDES])
+    record = {"id": "tone", "source": "tone.mp4"}
+    for name in ("probe", "split"):
+        record = build_stage(name, cfg).run(record)[0]
+    return d, record
+
+
+SPOKEN = "A man at a desk looks up and says <S>We start now.<E> Audio: A calm adult male voice, moderate rate."
+
+
+@pytest.mark.parametrize("reply, reason", [
+    ((200, "I'm sorry, but I can't describe this video."), "caption_refusal"),
+    ((200, "As an AI language model I cannot hear audio. Audio: none"), "caption_refusal"),
+    ((200, "[Visual description of the scene] Audio: [audio description]"), "caption_placeholder"),
+    ((200, "<visual description> says <S>hi<E>. Audio: <audio description>"), "caption_placeholder"),
+    ((200, "Sure! Here is the caption: " + SPOKEN), "caption_chatty"),
+    ((200, SPOKEN + " Let me know if you would like any changes!"), "caption_chatty"),
+    ((200, SPOKEN[:60], "length"), "caption_truncated"),  # cut off at max_tokens
+    ((200, "A man says <S>hi. Audio: a voice"), "caption_invalid"),
+])
+def test_unusable_replies_are_rejected_with_their_reason(clip, reply, reason):
+    out, requests = caption_with(clip, lambda r, n: reply, "caption.max_attempts=2")
+    assert len(requests) == 2  # asked again, with the reason, before giving up
+    assert out[0]["status"] == "rejected" and out[0]["reason"] == reason, out[0]
+    assert "rejected because" in requests[1]["messages"][0]["content"][0]["text"]
+
+
+def test_speech_tags_on_a_clip_without_speech_are_rejected(clip, tone_clip):
+    spoken = lambda r, n: (200, SPOKEN)  # noqa: E731
+    out, _ = caption_with(tone_clip, spoken, "caption.max_attempts=1")
+    assert out[0]["reason"] == "caption_speech_without_voice"
+    out, _ = caption_with(clip, spoken)  # the same words on a clip where someone speaks: accepted
+    assert out[0]["status"] == "ok"
+    out, _ = caption_with(tone_clip, spoken, "caption.check_speech=false")
+    assert out[0]["status"] == "ok"
+    out, _ = caption_with(tone_clip, valid_caption)  # a caption without words fits the tone clip
+    assert out[0]["status"] == "ok" and "<S>" not in out[0]["caption"]
+
+
+def test_voice_activity_check():
+    import numpy as np
+
+    from data_pipeline.filters.voice import has_speech
+    from ovi.toy.sounds import speech
+
+    t = np.arange(5 * 16_000) / 16_000
+    assert has_speech(speech("we start the meeting now, please sit down"), 16_000)
+    assert not has_speech(np.zeros_like(t), 16_000)
+    assert not has_speech(0.3 * np.sin(2 * np.pi * 220 * t), 16_000)  # a steady voiced-pitch tone
+    assert not has_speech(0.1 * np.random.default_rng(0).standard_normal(len(t)), 16_000)

@@ -1,11 +1,12 @@
-"""Config schema, manifests (torn lines, duplicates), and input listing (folders, list files, fsspec URLs)."""
+"""Config schema, per-input result files (local and fsspec), and input listing (folders, list files, URLs)."""
 from __future__ import annotations
 
 import pytest
 
 from data_pipeline.config import load_data_config
-from data_pipeline.manifest import Manifest, ok, pending, reject
-from data_pipeline.sources import list_sources, resolve, source_id
+from data_pipeline.manifest import Manifest, ok, reject
+from data_pipeline.sources import list_inputs, list_sources, local_source, source_id
+from data_pipeline.storage import Storage
 
 
 def test_config_rejects_misspelt_keys_and_bad_choices():
@@ -23,27 +24,34 @@ def test_config_rejects_misspelt_keys_and_bad_choices():
     assert (paper.sync.max_abs_offset, paper.sync.min_confidence, paper.caption.num_frames) == (3, 1.5, 7)
 
 
-def test_manifest_resume_semantics(tmp_path):
-    path = tmp_path / "m.jsonl"
-    m = Manifest(path)
-    m.append("a", [ok({"id": "a1"}), ok({"id": "a2"})])
+@pytest.mark.parametrize("root", ["local", "memory://ovi-test-results"])
+def test_manifest_is_one_result_file_per_input(tmp_path, root):
+    storage = Storage(tmp_path / "out" if root == "local" else root)
+    m = Manifest(storage, "split")
+    assert m.get("a") is None and "a" not in m
+    m.append("a", [ok({"id": "a1"}), ok({"id": "a2"})], seconds=1.5)
     m.append("b", [reject({"id": "b"}, "static", "motion 0")])
-    with pytest.raises(RuntimeError, match="already recorded"):
-        m.append("a", [])
-    # A kill during an append leaves a torn last line: it is dropped and the input is simply redone.
-    with open(path, "a") as f:
-        f.write('{"input": "c", "outputs": [{"id": "c1", "sta')
-    m = Manifest(path)
-    assert len(m) == 2 and "c" not in m
-    assert [r["id"] for r in pending([{"id": "a"}, {"id": "c"}], m)] == ["c"]
-    m.append("c", [ok({"id": "c1"})])
-    m = Manifest(path)
-    assert [r["id"] for r in m.accepted()] == ["a1", "a2", "c1"] and m.rejected_counts() == {"static": 1}
-    # Corruption anywhere but the tail is not an interrupted append: refuse to guess.
-    lines = path.read_text().splitlines()
-    path.write_text("\n".join([lines[0], "garbage", *lines[1:]]) + "\n")
-    with pytest.raises(ValueError, match="corrupt"):
-        Manifest(path)
+    # Recording an input again (a worker killed after writing, then the input redone) replaces, never adds.
+    m.append("a", [ok({"id": "a1"}), ok({"id": "a2"})], seconds=2.0)
+    fresh = Manifest(storage, "split")  # another process: reads what is stored
+    assert [r["id"] for r in fresh.get("a")] == ["a1", "a2"] and "c" not in fresh
+    assert [r["id"] for r in fresh.accepted()] == ["a1", "a2"] and fresh.rejected_counts() == {"static": 1}
+    assert len(fresh) == 2 and sorted(e["input"] for e in fresh.entries()) == ["a", "b"]
+    assert len(storage.list("manifests/split")) == 2  # one file per input, nothing held by a driver
+    if root == "local":
+        # A temp file left by a killed writer is neither a result nor listed; the run's sweep removes it.
+        stray = tmp_path / "out" / "manifests" / "split" / ".x.1234.partial.json"
+        stray.write_text("{")
+        assert len(Manifest(storage, "split")) == 2 and storage.sweep_temp_files() == 1 and not stray.exists()
+
+
+def test_skipped_extensions_are_counted(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("a.mp4", "b.ts", "c.flv", "d.xyz", "e.xyz", "a.json"):
+        (tmp_path / "in" / name).write_bytes(b"x")
+    records, skipped = list_inputs(str(tmp_path / "in"), load_data_config(None).probe.extensions)
+    assert sorted(r["source"] for r in records) == ["a.mp4", "b.ts", "c.flv"]  # broadcast and legacy formats too
+    assert skipped == {".xyz": 2}  # counted (and in the summary); sidecar json is not an input
 
 
 def test_sources_from_folder_list_file_and_fsspec(tmp_path):
@@ -67,5 +75,6 @@ def test_sources_from_folder_list_file_and_fsspec(tmp_path):
     fs.pipe("/bucket/videos/y.txt", b"no")
     (remote,) = list_sources("memory://bucket/videos", exts)
     assert remote["source"].startswith("memory://") and remote["source"].endswith("x.mp4")
-    local = resolve(remote["source"], "memory://bucket/videos", tmp_path / "cache")
-    assert local.read_bytes() == b"remote bytes" and local.parent == tmp_path / "cache"
+    with local_source(remote["source"], "memory://bucket/videos") as local:
+        assert local.read_bytes() == b"remote bytes"
+    assert not local.exists()  # the download lives only while a stage reads it

@@ -56,12 +56,13 @@ def sync_cfg(out, weights, *overrides):
     ([4], [5.0], "out_of_sync"),
     ([1], [1.5], "low_sync_confidence"),  # strictly greater than 1.5
     ([9, 2], [1.0, 3.0], None),  # the most confident track decides
-    ([], [], None),  # no face track, kept by default
+    ([], [], "no_face_track"),  # no face track: its own reason by default
 ])
 def test_sync_decision_rule(offsets, confs, reason):
     got, scores = sync_decision(offsets, confs, SyncConfig())
     assert got == reason and scores["sync_tracks"] == len(offsets)
-    assert sync_decision([], [], SyncConfig(on_no_face_track="reject"))[0] == "no_face_track"
+    kept, scores = sync_decision([], [], SyncConfig(on_no_face_track="keep"))  # non-speech data
+    assert kept is None and scores["sync_status"] == "no_face_track"
 
 
 def test_sync_stage_without_face_track(clip, weights, monkeypatch):
@@ -73,6 +74,7 @@ def test_sync_stage_without_face_track(clip, weights, monkeypatch):
         (result,) = stage.run(record)
         assert result["status"] == status and result["scores"]["sync_tracks"] == 0
         assert status == "ok" or result["reason"] == "no_face_track"
+        assert result["scores"]["sync_status"] == "no_face_track"  # kept clips say they were never checked
 
 
 def test_sync_stage_full_path_random_networks(clip, weights, monkeypatch):
@@ -128,7 +130,7 @@ def test_aesthetic_filter_random_networks(clip, tiny_clip_model):
 
     out, record = clip
     base = [f"output={out}", "filter.min_width=64", "filter.min_height=64", "filter.motion.enabled=false",
-            f"filter.aesthetic.clip_model={tiny_clip_model / 'clip'}",
+            "filter.face.enabled=false", f"filter.aesthetic.clip_model={tiny_clip_model / 'clip'}",
             f"filter.aesthetic.predictor_weights={tiny_clip_model / 'head.pth'}", "filter.aesthetic.num_frames=3"]
     stage = build_stage("filter", load_data_config(None, [*base, "filter.aesthetic.min_score=-1e9"]))
     stage.setup()
@@ -151,7 +153,8 @@ def test_aesthetic_filter_random_networks(clip, tiny_clip_model):
 def test_face_count_random_s3fd_and_balance(clip, weights, monkeypatch):
     out, record = clip
     base = [f"output={out}", "filter.min_width=64", "filter.min_height=64", "filter.motion.enabled=false",
-            f"filter.face.s3fd_weights={weights / 'sfd_face.pth'}", "filter.face.num_frames=2"]
+            "filter.aesthetic.enabled=false", f"filter.face.s3fd_weights={weights / 'sfd_face.pth'}",
+            "filter.face.num_frames=2"]
     stage = build_stage("filter", load_data_config(None, base))
     stage.setup()
     (result,) = stage.run(record)  # the random detector really runs on the frames

@@ -14,9 +14,12 @@ from data_pipeline import media, synth
 from data_pipeline.config import load_data_config
 from data_pipeline.fake_caption_server import FakeCaptionServer
 from data_pipeline.manifest import Manifest
+from data_pipeline.storage import Storage
 from data_pipeline.runner import run_pipeline
-from data_pipeline.shards import Sample, plan_shards, read_index, shard_urls, write_index, write_shard
-from data_pipeline.stages.pack import black_margin_crop, target_size
+from data_pipeline.shards import (Sample, count_samples, iter_tar_samples, plan_shards, read_index, shard_urls,
+                                  write_index, write_shard)
+from data_pipeline.stages.pack import LUMA, black_margin_crop
+from ovi.imaging import resize_frames, size_for_area
 
 REQUIRED_META = {"caption", "num_frames", "fps", "width", "height", "sample_rate", "num_samples", "source",
                  "start_s", "end_s", "scores"}
@@ -28,10 +31,10 @@ def read_samples(shard_dir: Path) -> list[dict]:
 
 
 def test_target_size_rules():
-    assert target_size(720, 720, 720, 32) == (704, 704)  # the released model's square size
-    w, h = target_size(1920, 1080, 720, 32)
+    assert size_for_area(720, 720, 720 * 720, 32) == (704, 704)  # the released model's square size
+    h, w = size_for_area(1920, 1080, 720 * 720, 32)
     assert (w, h) == (960, 512) and w % 32 == 0 and h % 32 == 0 and w * h <= 720 * 720
-    w, h = target_size(1080, 1920, 720, 32)
+    h, w = size_for_area(1080, 1920, 720 * 720, 32)
     assert (w, h) == (512, 960)
 
 
@@ -61,7 +64,12 @@ def test_shard_roundtrip_exact(tmp_path):
     entries = [{"name": p.name, "num_samples": len(p.samples), "num_bytes": write_shard(tmp_path / p.name, p)}
                for p in plans]
     index = write_index(tmp_path, entries, "audio_video")
-    assert index["num_samples"] == 5 and read_index(tmp_path)["shards"] == entries
+    back = read_index(tmp_path)
+    assert index["num_samples"] == back.num_samples == 5 and back.kind == "audio_video"
+    assert [{"name": s.name, "num_samples": s.num_samples, "num_bytes": s.num_bytes} for s in back.shards] == entries
+    # The trainer's reader (resumable, tarfile) sees what webdataset sees, and the counts the index holds.
+    assert [count_samples(s.path) for s in back.shards] == [e["num_samples"] for e in entries]
+    assert [k for s in back.shards for k, _ in iter_tar_samples(s.path)] == sorted(written)
     got = read_samples(tmp_path)
     assert [s["__key__"] for s in got] == sorted(written)
     for s in got:
@@ -97,6 +105,7 @@ def packed_run(tmp_path_factory):
         for member in ("mp4", "npy"):
             cfg = load_data_config(None, [f"input={d / 'in'}", f"output={d / member}", *synth.TINY_OVERRIDES,
                                           "engine.workers=1", f"caption.base_url={server.base_url}",
+                                          "keep_intermediates=true",
                                           f"pack.video_member={member}", "pack.target_area_side=64"])
             run_pipeline(cfg)
             runs[member] = d / member
@@ -105,11 +114,11 @@ def packed_run(tmp_path_factory):
 
 def test_pipeline_shards_read_back_equal(packed_run):
     out = packed_run["mp4"]
-    records = {r["id"]: r for r in Manifest(out / "manifests" / "pack.jsonl").accepted()}
+    records = {r["id"]: r for r in Manifest(Storage(out), "pack").accepted()}
     samples = read_samples(out / "shards")
     assert sorted(s["__key__"] for s in samples) == sorted(records) and len(samples) == 2
-    index = read_index(out / "shards")
-    assert index["num_samples"] == 2 and index["kind"] == "audio_video"
+    index = read_index(out)  # the dataset folder or its shards/ folder
+    assert index.num_samples == 2 and index.kind == "audio_video" and index.root == out / "shards"
     for s in samples:
         rec, meta = records[s["__key__"]], json.loads(s["json"])
         assert REQUIRED_META <= set(meta)
@@ -129,14 +138,53 @@ def test_pipeline_shards_read_back_equal(packed_run):
         assert np.array_equal(audio, sf.read(out / rec["audio"], dtype="int16")[0])
     boxed = next(json.loads(s["json"]) for s in samples if s["__key__"].startswith("boxed"))
     assert boxed["crop"] == [16, 16, 96, 64]  # the black bars are gone
-    assert (boxed["width"], boxed["height"]) == target_size(96, 64, 64, 32) == (64, 32)
+    assert (boxed["height"], boxed["width"]) == size_for_area(96, 64, 64 * 64, 32) == (32, 64)
 
 
 def test_npy_member_holds_the_packed_frames(packed_run):
     out = packed_run["npy"]
-    records = {r["id"]: r for r in Manifest(out / "manifests" / "pack.jsonl").accepted()}
+    records = {r["id"]: r for r in Manifest(Storage(out), "pack").accepted()}
     for s in read_samples(out / "shards"):
         frames = np.load(io.BytesIO(s["npy"]))
         meta = json.loads(s["json"])
         assert frames.dtype == np.uint8 and frames.shape == (121, meta["height"], meta["width"], 3)
         assert np.array_equal(frames, np.load(out / records[s["__key__"]]["packed_video"]))
+
+
+def test_packing_resizes_with_the_one_resize_function(packed_run):
+    """Packed frames are ovi.imaging.resize_frames of the clip's cropped frames: exactly for npy members, within
+    h264 error for mp4 members (compared in luma: yuv420 halves the chroma of these tiny, busy frames)."""
+    for member in ("npy", "mp4"):
+        out = packed_run[member]
+        for rec in Manifest(Storage(out), "pack").accepted():
+            x, y, w, h = rec["crop"]
+            source = media.decode_frames(out / rec["video"])[:, y : y + h, x : x + w]
+            want = resize_frames(source, rec["height"], rec["width"])
+            if member == "npy":
+                assert np.array_equal(np.load(out / rec["packed_video"]), want)
+            else:
+                got = media.decode_frames(out / rec["packed_video"])
+                assert got.shape == want.shape and np.abs(got @ LUMA - want @ LUMA).mean() < 4.0  # of 255
+
+
+def test_read_index_rejects_a_foreign_index(tmp_path):
+    (tmp_path / "index.json").write_text(json.dumps({"shards": [{"name": "a.tar", "num_samples": 1}]}))
+    with pytest.raises(ValueError, match="write_index"):
+        read_index(tmp_path)
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        read_index(tmp_path / "missing")
+
+
+def test_packed_mp4_carries_the_whole_audio_track(packed_run):
+    """Regression: an output frame limit used to end the muxed AAC track at 3.2 s of the clip's 5.04 s."""
+    out = packed_run["mp4"]
+    for s in read_samples(out / "shards"):
+        meta = json.loads(s["json"])
+        member = out / f"{s['__key__']}.check.mp4"
+        member.write_bytes(s["mp4"])
+        frames, audio_s = media.stream_lengths(member)
+        assert frames == 121 and audio_s == pytest.approx(121 / 24, abs=0.03), (s["__key__"], audio_s)
+        heard = media.decode_audio(member, 16_000)
+        assert abs(len(heard) - meta["num_samples"]) < 0.03 * 16_000
+        if s["__key__"].startswith("boxed"):  # a tone from start to end: the last half second is not silence
+            assert media.mean_volume_db(heard[-8000:]) > -30

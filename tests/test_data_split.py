@@ -93,3 +93,38 @@ def test_audio_is_aligned_with_the_clip_start(tmp_path):
     expected = (6.0 - second["start_s"]) * rate
     found = int(np.flatnonzero(np.abs(audio) > 0.01)[0])
     assert abs(found - expected) < 0.01 * rate, (found, expected)  # within 10 ms (a quarter frame)
+
+
+def test_late_starting_audio_stays_in_sync(tmp_path):
+    """Regression: a source whose audio stream starts 58 ms after its video had the first clip's audio shifted
+    early (a wav has no timestamps). Clicks at source times k + 0.5 s must land there in the clip, to 1 ms."""
+    src = tmp_path / "in"
+    src.mkdir()
+    click = "aevalsrc='0.8*gte(mod(t+0.058\\,1)\\,0.5)*lt(mod(t+0.058\\,1)\\,0.505)':s=16000"  # audio-stream time
+    media.run_ffmpeg(["-y", "-f", "lavfi", "-t", "11", "-i", "testsrc2=size=64x64:rate=24", "-f", "lavfi", "-t",
+                      "11", "-i", click, "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast",
+                      "-c:a", "pcm_s16le", str(tmp_path / "even.mkv")])
+    # Remux with the audio stream starting at 58 ms (its first packet is late, as in camera files).
+    media.run_ffmpeg(["-y", "-i", str(tmp_path / "even.mkv"), "-itsoffset", "0.058", "-i", str(tmp_path / "even.mkv"),
+                      "-map", "0:v", "-map", "1:a", "-c", "copy", str(src / "late.mkv")])
+    cfg = make_cfg(src, tmp_path / "out")
+    clips = run_stages(cfg, ["probe", "split"], {"id": "late", "source": "late.mkv"})
+    assert [c["status"] for c in clips] == ["ok", "ok"]
+    for clip in clips:
+        audio, rate = media.read_wav(tmp_path / "out" / clip["audio"])
+        onsets = np.flatnonzero((np.abs(audio[1:]) > 0.4) & (np.abs(audio[:-1]) <= 0.4)) + 1
+        source_times = clip["start_s"] + onsets / rate
+        expected = np.floor(source_times) + 0.5
+        assert len(onsets) >= 4 and np.abs(source_times - expected).max() < 0.001, (clip["id"], source_times)
+
+
+def test_odd_sized_source_is_cut(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    media.run_ffmpeg(["-y", "-f", "lavfi", "-t", "5.3", "-i", "testsrc2=size=97x65:rate=24", "-f", "lavfi", "-t",
+                      "5.3", "-i", "sine=frequency=300:sample_rate=16000", "-c:v", "libx264", "-preset", "ultrafast",
+                      "-pix_fmt", "yuv444p", "-c:a", "aac", str(src / "odd.mp4")])
+    cfg = make_cfg(src, tmp_path / "out")
+    (clip,) = run_stages(cfg, ["probe", "split"], {"id": "odd", "source": "odd.mp4"})
+    assert clip["status"] == "ok", clip
+    assert media.decode_frames(tmp_path / "out" / clip["video"]).shape == (FRAMES, 64, 96, 3)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 import shutil
 from pathlib import Path
 
@@ -9,8 +10,11 @@ import pytest
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
 import ovi.cli.download as dl
-from ovi.checkpoints import FP8_FILE, RELEASE_FILES
-from ovi.config import CheckpointPaths, InferenceConfig
+from ovi.config import CheckpointPaths, InferenceConfig, load_config
+from ovi.release import CHECKPOINT_FIELDS, FP8_FUSION, FUSION, format_missing, missing_release_files
+
+FP8_FILE = FP8_FUSION.name
+REPO = Path(__file__).resolve().parents[1]
 
 CODEC_TARGETS = [
     "Wan2.2-TI2V-5B/Wan2.2_VAE.pth",
@@ -30,7 +34,7 @@ def _would_fetch(out: str) -> list[str]:
 @pytest.mark.parametrize("variant, fp8, fusion", [
     ("960x960_10s", False, ["model_960x960_10s.safetensors"]),
     ("720x720_5s", True, ["model.safetensors", FP8_FILE]),
-    ("all", False, sorted(RELEASE_FILES.values())),
+    ("all", False, sorted(h.name for h in FUSION.values())),
 ])
 def test_dry_run_lists_targets_per_variant(tmp_path, capsys, monkeypatch, variant, fp8, fusion) -> None:
     def no_network(*a, **k):
@@ -46,9 +50,9 @@ def test_dry_run_lists_targets_per_variant(tmp_path, capsys, monkeypatch, varian
 
 def test_default_variant_matches_checkpoint_paths_layout() -> None:
     """Every file the default config needs is one the default download places, at the same path."""
-    paths = CheckpointPaths()
+    cfg = InferenceConfig()
     targets = {f.local_path for f in dl.release_files()}
-    assert {paths.resolve(n) for n in dl.CHECKPOINT_FIELDS} == targets
+    assert {cfg.checkpoints.resolve(n, cfg.variant) for n in CHECKPOINT_FIELDS} == targets
     with pytest.raises(ValueError, match="unknown variant"):
         dl.release_files("1080p")
 
@@ -58,11 +62,11 @@ def fake_hub(tmp_path, monkeypatch):
     """A hub folder holding every release file; the hub calls copy from it and record what they fetched."""
     hub = tmp_path / "hub"
     for f in dl.release_files(dl.ALL_VARIANTS, fp8=True, root=""):
-        names = [f.filename_in_repo + n for n in TOKENIZER_FILES] if f.is_folder else [f.filename_in_repo]
+        names = [f.hub.path + n for n in TOKENIZER_FILES] if f.is_folder else [f.hub.path]
         for name in names:
-            src = hub / f.repo / name
+            src = hub / f.hub.repo / name
             src.parent.mkdir(parents=True, exist_ok=True)
-            src.write_text(f"{f.repo}:{name}")
+            src.write_text(f"{f.hub.repo}:{name}")
     calls: list[str] = []
 
     def fake_file(repo_id: str, filename: str, local_dir: Path, **_) -> str:
@@ -87,9 +91,9 @@ def fake_hub(tmp_path, monkeypatch):
 def test_fetch_lays_out_files_and_is_idempotent(tmp_path, fake_hub, capsys) -> None:
     root = tmp_path / "ckpt"
     cfg = InferenceConfig(checkpoints=CheckpointPaths(root=str(root)))
-    assert len(dl.missing_release_files(cfg)) == len(dl.CHECKPOINT_FIELDS)
+    assert len(missing_release_files(cfg)) == len(CHECKPOINT_FIELDS)
     assert dl.main(["--dir", str(root)]) == 0
-    assert dl.missing_release_files(cfg) == []  # the generation config finds everything
+    assert missing_release_files(cfg) == []  # the generation config finds everything
     assert (root / "Ovi/model_960x960_10s.safetensors").read_text() == "chetwinlow1/Ovi:model_960x960_10s.safetensors"
     assert sorted(p.name for p in (root / "Wan2.2-TI2V-5B/google/umt5-xxl").iterdir()) == sorted(TOKENIZER_FILES)
     assert not (root / "Ovi/model.safetensors").exists()  # other variants are not fetched
@@ -153,10 +157,10 @@ def test_fetched_folder_without_tokenizer_files_is_a_failure(tmp_path, monkeypat
 ])
 def test_missing_release_files_name_every_file_and_the_command(tmp_path, fusion, command) -> None:
     cfg = InferenceConfig(checkpoints=CheckpointPaths(root=str(tmp_path), fusion=fusion))
-    missing = dl.missing_release_files(cfg)
-    assert [p for p, _ in missing] == [cfg.checkpoints.resolve(n) for n in dl.CHECKPOINT_FIELDS]
+    missing = missing_release_files(cfg)
+    assert [p for p, _ in missing] == [cfg.checkpoints.resolve(n, cfg.variant) for n in CHECKPOINT_FIELDS]
     assert {cmd for _, cmd in missing} == {f"{command} --dir {tmp_path}"}
-    message = dl.format_missing(missing)
+    message = format_missing(missing)
     assert f"`{command} --dir {tmp_path}`" in message
     for path, _ in missing:
         assert f"  {path}\n" in message + "\n"
@@ -167,8 +171,29 @@ def test_missing_release_files_default_root_and_foreign_paths(tmp_path, monkeypa
     own = tmp_path / "mine.safetensors"
     own.write_text("x")
     cfg = InferenceConfig(checkpoints=CheckpointPaths(fusion=str(own), vocoder="/nowhere/vocoder.pt"))
-    missing = dict(dl.missing_release_files(cfg))
+    missing = dict(missing_release_files(cfg))
     assert own not in missing  # a present non-release file is fine
     assert "checkpoints.vocoder" in missing[Path("/nowhere/vocoder.pt")]
     assert missing[Path("checkpoints/Wan2.2-TI2V-5B/Wan2.2_VAE.pth")] == "ovi-download --variant 960x960_10s"
-    assert dl.missing_release_files(InferenceConfig(random_weights=True)) == []
+    assert missing_release_files(InferenceConfig(random_weights=True)) == []
+
+
+@pytest.mark.parametrize("variant", sorted(FUSION))
+def test_inference_presets_take_the_fusion_file_from_the_release_layout(variant) -> None:
+    cfg = load_config(InferenceConfig, REPO / "configs/inference" / f"{variant}.yaml")
+    assert cfg.variant == variant
+    assert cfg.checkpoints.resolve("fusion", cfg.variant) == Path("checkpoints") / FUSION[variant].local
+    with pytest.raises(ValueError, match="set the variant or checkpoints.fusion"):
+        cfg.checkpoints.resolve("fusion", "1080p")
+
+
+def test_config_paths_under_checkpoints_are_release_locations() -> None:
+    """Training configs name release files by path; each must be where ovi-download puts one."""
+    files = dl.release_files(dl.ALL_VARIANTS, fp8=True)
+    known = {str(f.local_path) for f in files} | {str(f.local_dir) for f in files}  # files, and repo folders
+    found = []
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        for value in re.findall(r":\s*(checkpoints/[^\s#]+)", path.read_text()):
+            found.append(value)
+            assert value in known, f"{path.relative_to(REPO)}: {value} is not a release location ({sorted(known)})"
+    assert found, "expected the training configs to name release files"

@@ -14,6 +14,7 @@ from ovi.models.fp8 import (
     FP8_DTYPE, FP8_MAX, FP8Linear, default_skip, linear_weight_bytes, store_linear_weights_fp8, to_fp8,
 )
 from ovi.models.fusion import FusionModel
+from ovi.models.stream import Stream
 
 REPO = Path(__file__).resolve().parents[1]
 # fp8 e4m3 keeps 3 mantissa bits (relative rounding error up to 1/16 per weight); measured on this
@@ -34,13 +35,12 @@ def tiny() -> FusionModel:
 
 def _inputs(dtype: torch.dtype) -> dict:
     g = torch.Generator().manual_seed(1)
-    return dict(
-        video=[torch.randn(48, 2, 4, 4, generator=g).to(dtype)],
-        audio=[torch.randn(6, 20, generator=g).to(dtype)],
-        t=torch.tensor([700]),
-        video_context=[torch.randn(5, 4096, generator=g).to(dtype)],
-        audio_context=[torch.randn(5, 4096, generator=g).to(dtype)],
-    )
+    video = [torch.randn(48, 2, 4, 4, generator=g).to(dtype)]
+    audio = [torch.randn(6, 20, generator=g).to(dtype)]
+    t = torch.tensor([700])
+    video_context = [torch.randn(5, 4096, generator=g).to(dtype)]
+    audio_context = [torch.randn(5, 4096, generator=g).to(dtype)]
+    return dict(video=Stream(video, t, video_context), audio=Stream(audio, t, audio_context))
 
 
 def _storage_bytes(model: nn.Module) -> int:

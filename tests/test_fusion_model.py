@@ -13,6 +13,7 @@ from ovi.checkpoints import build_fusion_model, expected_shapes, parameter_count
 from ovi.config import fusion_config_from_reference, load_fusion_config
 from ovi.models.attention import attention, resolve_backend
 from ovi.models.fusion import FusionModel
+from ovi.models.stream import Stream, clean_prefix_timesteps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,18 +58,27 @@ def fixture(tiny_fusion_dir: Path):
 
 def run_case(model: FusionModel, inputs: dict, name: str, case: dict, dtype: torch.dtype):
     p = {k: inputs[f"{name}.{k}"] for k in ("vid_seq_len", "audio_seq_len", "slg_layer", "first_frame_is_clean")}
+    t = inputs[f"{name}.t"]
+    video = _load_case_inputs(inputs, case, f"{name}.video", dtype)
+    audio = _load_case_inputs(inputs, case, f"{name}.audio", dtype)
+    video_seq_len = None if int(p["vid_seq_len"]) < 0 else int(p["vid_seq_len"])
+    video_stream = audio_stream = None
+    if video is not None:
+        t_v = t
+        if int(p["first_frame_is_clean"]):  # the reference's flag, as per-token timesteps
+            vm = model.video_model
+            t_v = clean_prefix_timesteps(t, [vm.num_tokens(u) for u in video], [vm.tokens_per_unit(u) for u in video],
+                                         clean_units=1, seq_len=video_seq_len)
+        video_stream = Stream(video, t_v, _load_case_inputs(inputs, case, f"{name}.vid_context", dtype), video_seq_len)
+    if audio is not None:
+        audio_stream = Stream(audio, t, _load_case_inputs(inputs, case, f"{name}.audio_context", dtype),
+                              None if int(p["audio_seq_len"]) < 0 else int(p["audio_seq_len"]))
     with torch.no_grad():
-        return model(
-            video=_load_case_inputs(inputs, case, f"{name}.video", dtype),
-            audio=_load_case_inputs(inputs, case, f"{name}.audio", dtype),
-            t=inputs[f"{name}.t"],
-            video_context=_load_case_inputs(inputs, case, f"{name}.vid_context", dtype),
-            audio_context=_load_case_inputs(inputs, case, f"{name}.audio_context", dtype),
-            video_seq_len=None if int(p["vid_seq_len"]) < 0 else int(p["vid_seq_len"]),
-            audio_seq_len=None if int(p["audio_seq_len"]) < 0 else int(p["audio_seq_len"]),
-            first_frame_is_clean=bool(int(p["first_frame_is_clean"])),
-            slg_layer=int(p["slg_layer"]) or None,  # the fixture stores 0 for "off"
-        )
+        return model(video_stream, audio_stream, slg_layer=int(p["slg_layer"]) or None)  # the fixture stores 0 for "off"
+
+
+def _streams(video, audio, t, v_ctx, a_ctx, video_seq_len=None, audio_seq_len=None) -> tuple[Stream, Stream]:
+    return Stream(video, t, v_ctx, video_seq_len), Stream(audio, t, a_ctx, audio_seq_len)
 
 
 @pytest.mark.parametrize("tier", ["fp32_vs_fp64", "bf16_vs_bf16"])
@@ -100,8 +110,8 @@ def test_padding_does_not_change_outputs(fixture) -> None:
     ctx = [torch.randn(5, model.cfg.video.text_dim, generator=g)]
     t = torch.tensor([500])
     with torch.no_grad():
-        v0, a0 = model(video, audio, t, ctx, ctx)
-        v1, a1 = model(video, audio, t, ctx, ctx, video_seq_len=13, audio_seq_len=20)
+        v0, a0 = model(*_streams(video, audio, t, ctx, ctx))
+        v1, a1 = model(*_streams(video, audio, t, ctx, ctx, video_seq_len=13, audio_seq_len=20))
     assert torch.allclose(v0[0], v1[0], atol=1e-5) and torch.allclose(a0[0], a1[0], atol=1e-5)
 
 
@@ -109,14 +119,14 @@ def test_slg_layer_validation(fixture) -> None:
     model = fixture["model"].float()
     video, audio, ctx = [torch.randn(48, 1, 2, 2)], [torch.randn(4, 20)], [torch.randn(3, 4096)]
     with pytest.raises(ValueError, match="slg_layer"):
-        model(video, audio, torch.tensor([10]), ctx, ctx, slg_layer=len(model.video_model.blocks))
+        model(*_streams(video, audio, torch.tensor([10]), ctx, ctx), slg_layer=len(model.video_model.blocks))
 
 
 def test_fresh_model_outputs_zero_and_video_fusion_scaled() -> None:
     model = FusionModel(load_fusion_config(REPO / "configs/model/tiny.yaml"))
     video, audio, ctx = [torch.randn(48, 1, 4, 4)], [torch.randn(6, 20)], [torch.randn(3, 4096)]
     with torch.no_grad():
-        v, a = model(video, audio, torch.tensor([700]), ctx, ctx)
+        v, a = model(*_streams(video, audio, torch.tensor([700]), ctx, ctx))
     assert v[0].abs().max() == 0 and a[0].abs().max() == 0  # zero-initialised heads
     vk = model.video_model.blocks[0].cross_attn.k_fusion.weight.std()
     ak = model.audio_model.blocks[0].cross_attn.k_fusion.weight.std()
@@ -127,7 +137,7 @@ def test_context_longer_than_text_len_is_a_clear_error() -> None:
     model = FusionModel(load_fusion_config(REPO / "configs/model/tiny.yaml"))
     too_long = [torch.randn(model.cfg.video.text_len + 1, 4096)]
     with pytest.raises(ValueError, match="at most"):
-        model([torch.randn(48, 1, 2, 2)], [torch.randn(4, 20)], torch.tensor([1]), too_long, too_long)
+        model(*_streams([torch.randn(48, 1, 2, 2)], [torch.randn(4, 20)], torch.tensor([1]), too_long, too_long))
 
 
 def test_sdpa_key_mask_equals_unpadded_attention() -> None:

@@ -10,7 +10,8 @@ import soundfile as sf
 import torch
 
 import ovi.media as media
-from ovi.media import AUDIO_SAMPLE_RATE, VIDEO_FPS, read_audio, read_video, to_uint8_frames, write_mp4
+from ovi.geometry import FPS, SAMPLE_RATE
+from ovi.media import read_audio, read_video, to_uint8_frames, write_mp4
 
 NUM_FRAMES, HEIGHT, WIDTH = 25, 48, 64
 TONE_HZ = 440.0
@@ -29,23 +30,23 @@ def _frames() -> np.ndarray:
 
 
 def _tone(seconds: float = 1.0) -> np.ndarray:
-    t = np.arange(round(seconds * AUDIO_SAMPLE_RATE)) / AUDIO_SAMPLE_RATE
+    t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     return (0.5 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
 
 
 def _lag_ms(decoded: np.ndarray, reference: np.ndarray, max_ms: float = 200.0) -> float:
     """Delay of ``decoded`` behind ``reference`` (positive: audio late), by cross-correlation."""
-    max_lag = round(max_ms / MS_PER_S * AUDIO_SAMPLE_RATE)
+    max_lag = round(max_ms / MS_PER_S * SAMPLE_RATE)
     padded = np.concatenate([np.zeros(max_lag, np.float32), decoded, np.zeros(max_lag + len(reference), np.float32)])
     scores = [float(np.dot(padded[max_lag + lag : max_lag + lag + len(reference)], reference))
               for lag in range(-max_lag, max_lag + 1)]
-    return (int(np.argmax(scores)) - max_lag) / AUDIO_SAMPLE_RATE * MS_PER_S
+    return (int(np.argmax(scores)) - max_lag) / SAMPLE_RATE * MS_PER_S
 
 
 def test_lag_estimator_sees_the_aac_priming_delay() -> None:
     tone = _tone()
     late = np.concatenate([np.zeros(AAC_FRAME, np.float32), tone])  # what a muxer without pts produces
-    assert _lag_ms(late, tone) == pytest.approx(AAC_FRAME / AUDIO_SAMPLE_RATE * MS_PER_S)  # 64 ms
+    assert _lag_ms(late, tone) == pytest.approx(AAC_FRAME / SAMPLE_RATE * MS_PER_S)  # 64 ms
     assert _lag_ms(tone, tone) == 0.0
 
 
@@ -56,7 +57,7 @@ def test_roundtrip_frames_fps_audio_sync_and_wav(tmp_path: Path) -> None:
 
     video, fps = read_video(out)
     assert video.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3) and video.dtype == np.uint8
-    assert fps == VIDEO_FPS
+    assert fps == FPS
     assert np.abs(video.astype(np.int16) - frames).mean() < 3.0  # lossy, but the same pictures
 
     audio = read_audio(out)
@@ -67,7 +68,7 @@ def test_roundtrip_frames_fps_audio_sync_and_wav(tmp_path: Path) -> None:
     assert np.corrcoef(audio[:n], tone[:n])[0, 1] > 0.99
 
     wav_audio, wav_rate = sf.read(wav, dtype="float32")
-    assert wav_rate == AUDIO_SAMPLE_RATE and len(wav_audio) == len(tone)
+    assert wav_rate == SAMPLE_RATE and len(wav_audio) == len(tone)
     assert np.abs(wav_audio - tone).max() < 1e-4  # 16-bit quantisation only
 
 

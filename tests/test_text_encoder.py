@@ -11,9 +11,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from ovi.state_dict_utils import StateDictMismatchError
 from ovi.codecs.text_encoder import (
-    RELEASE_FILE,
     TOKENIZER_DIR,
     TextEncoder,
     build_umt5_encoder,
@@ -21,6 +19,10 @@ from ovi.codecs.text_encoder import (
     convert_wan_t5_state_dict,
     load_tokenizer,
 )
+from ovi.release import TEXT_ENCODER
+from ovi.state_dict_utils import StateDictMismatchError
+
+RELEASE_FILE = TEXT_ENCODER.name  # a fixture holds the release file under its release name
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"  # ids 0, 1, 2 as in the UMT5 vocabulary
 

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from data_pipeline.shards import Sample as ShardSample
+from data_pipeline.shards import iter_tar_samples, read_index, write_shard
+from ovi.geometry import TEN_SECOND, audio_latents_for_samples
+from ovi.imaging import frames_to_pixels
 from train.config import load_train_config
 from train.data.latents import load_null_prompt, unpack_latents
-from train.data.loader import BatchStream, decode_raw
-from train.data.media import audio_chunks, to_model_pixels
-from train.data.shards import RawSample, ShardStream, iter_tar_samples, read_index
-from train.encoders import RandomAudioEncoder, RandomTextEncoder, RandomVideoEncoder, audio_latent_len
+from train.data.loader import BatchStream, TooManyBadSamples, decode_raw
+from train.data.media import AudioSpec, decode_audio
+from train.data.stream import RawSample, ShardStream
+from train.encoders import RandomAudioEncoder, RandomTextEncoder, RandomVideoEncoder
 from train.precompute import main as precompute_main
 from train.synthetic import write_dataset
 
@@ -50,7 +56,7 @@ def test_written_shards_follow_the_data_pipeline_format(datasets) -> None:
 
 
 def test_tar_skip_equals_slicing(datasets) -> None:
-    path = read_index(datasets["audio"])[0].path
+    path = read_index(datasets["audio"]).shards[0].path
     full = [k for k, _ in iter_tar_samples(path)]
     assert len(full) == 3
     for skip in range(4):
@@ -129,35 +135,62 @@ def test_fixed_audio_and_video_decoding(datasets) -> None:
     raw = next(iter(ShardStream([read_index(datasets["av"])], None, 0, 0, 1)))
     s = decode_raw(raw, cfg, rank=0)
     assert s.video.shape == (3, 9, 32, 64) and s.video.min() >= -1 and s.video.max() <= 1
-    assert s.audio.numel() == round(5.04 * 16000)  # aligned with frame 0
-    assert s.tokens == audio_latent_len(s.audio.numel()) + 3 * 1 * 2  # 3 latent frames of 1x2 patches
+    # The audio of the 9-frame clip geometry (11 latents), aligned with frame 0.
+    assert s.audio.numel() == cfg.data.geometry.audio_samples == 11 * 512
+    torch.testing.assert_close(s.audio, decode_audio(raw.files["wav"])[: s.audio.numel()], rtol=0, atol=0)
+    assert s.tokens == audio_latents_for_samples(s.audio.numel()) + 3 * 1 * 2  # 3 latent frames of 1x2 patches
 
 
 def test_pixels_cover_then_centre_crop() -> None:
     frames = torch.zeros(2, 40, 80, 3, dtype=torch.uint8)
     frames[:, :, 40:] = 255  # right half white
-    x = to_model_pixels(frames, 64, 64)  # scaled to 64x128, centre 64 columns straddle the edge
+    x = frames_to_pixels(frames, 64, 64)  # scaled to 64x128, centre 64 columns straddle the edge
     assert x.shape == (3, 2, 64, 64)
     assert float(x[:, :, :, :16].mean()) == pytest.approx(-1.0) and float(x[:, :, :, -16:].mean()) == pytest.approx(1.0)
 
 
 def test_audio_chunks() -> None:
     sr = 16000
-    assert audio_chunks(13 * sr, "variable", 12.0, 1.0) == [(0, 12 * sr), (12 * sr, sr)]
-    assert audio_chunks(int(11.5 * sr), "fixed", 5.04, 1.0) == [(0, 80640), (80640, 80640)]
-    assert audio_chunks(sr // 2, "variable", 12.0, 1.0) == []
+    variable = AudioSpec(length=12 * sr, least=sr, fixed=False)
+    assert variable.chunks(13 * sr) == [(0, 12 * sr), (12 * sr, sr)]
+    assert variable.chunks(sr // 2) == []
+    fixed = AudioSpec.for_config(config("audio_finetune", Path("unused")))  # 121 frames -> 157 latents
+    assert fixed.length == 157 * 512 == 80_384
+    assert fixed.chunks(int(11.5 * sr)) == [(0, 80_384), (80_384, 80_384)]
+
+
+def test_fixed_audio_is_the_geometry_length_padded_when_a_few_samples_short() -> None:
+    # A 241-frame (10 s) clip has 160,667 samples; the 10 s model's 314 latents need 160,768.
+    spec = AudioSpec.for_config(config("audio_finetune", Path("unused"), "data.video.num_frames=241"))
+    wave = torch.rand(160_667) * 2 - 1
+    start, length = spec.window(wave.numel(), random.Random(0))
+    clip = spec.take(wave, start, length)
+    assert (start, clip.numel()) == (0, 160_768) and audio_latents_for_samples(clip.numel()) == 314
+    assert torch.equal(clip[:160_667], wave) and not clip[160_667:].any()
+    assert spec.window(160_768 - 512, random.Random(0)) is None  # a whole latent short: skipped
+
+
+def test_ten_second_clip_gives_314_audio_latents(tmp_path) -> None:
+    frames = TEN_SECOND.num_frames
+    data = write_dataset(tmp_path / "ten", 1, 1, video=True, num_frames=frames, seconds=frames / 24)
+    cfg = config("fusion", data, "data.source=raw", f"data.video.num_frames={frames}")
+    raw = next(iter(ShardStream([read_index(data)], None, 0, 0, 1)))
+    assert decode_audio(raw.files["wav"]).numel() == 160_667
+    s = decode_raw(raw, cfg, rank=0)
+    assert s.video.shape[1] == frames and s.audio.numel() == TEN_SECOND.audio_samples
+    assert RandomAudioEncoder(0).encode(s.audio[None]).shape[-1] == TEN_SECOND.audio_latents == 314
 
 
 def test_precompute_matches_on_the_fly_encoding(datasets) -> None:
     lat = datasets["av_lat"]
-    assert sum(s.num_samples for s in read_index(lat)) == 5
+    assert read_index(lat).num_samples == 5
     cfg = config("fusion", datasets["av"], "data.source=raw", *TINY_AV)
     text, video, audio = RandomTextEncoder(0), RandomVideoEncoder(0), RandomAudioEncoder(0)
-    stored = {k: unpack_latents(f) for sh in read_index(lat) for k, f in iter_tar_samples(sh.path)}
-    for i, (key, files) in enumerate(iter_tar_samples(read_index(datasets["av"])[0].path)):
-        s = decode_raw(RawSample(key, files, i, {}), cfg, rank=0)
+    stored = {k: unpack_latents(f) for sh in read_index(lat).shards for k, f in iter_tar_samples(sh.path)}
+    for i, (key, files) in enumerate(iter_tar_samples(read_index(datasets["av"]).shards[0].path)):
+        s = decode_raw(RawSample(key, files, i, "shard.tar", {}), cfg, rank=0)
         ref = stored[key]
-        assert ref.video.shape == (48, 3, 4, 4) and ref.audio.shape == (157, 20)
+        assert ref.video.shape == (48, 3, 4, 4) and ref.audio.shape == (cfg.data.geometry.audio_latents, 20)
         torch.testing.assert_close(ref.video, video.encode(s.video[None])[0])
         torch.testing.assert_close(ref.audio, audio.encode(s.audio[None])[0].T)
         torch.testing.assert_close(ref.text, text.encode([s.caption])[0])
@@ -169,11 +202,47 @@ def test_precompute_matches_on_the_fly_encoding(datasets) -> None:
 
 def test_precompute_chunks_audio_and_resumes(datasets) -> None:
     lat = datasets["audio_lat"]
-    lengths = sorted(unpack_latents(f).audio.shape[0] for sh in read_index(lat) for _, f in iter_tar_samples(sh.path))
+    lengths = sorted(unpack_latents(f).audio.shape[0]
+                     for sh in read_index(lat).shards for _, f in iter_tar_samples(sh.path))
     # 2.0, 3.5, 12+1.0 (13 s chunked), 1.2, 6.0, 4.0 seconds; 0.5 s dropped
-    expected = sorted(audio_latent_len(round(s * 16000)) for s in [2.0, 3.5, 12.0, 1.0, 1.2, 6.0, 4.0])
+    expected = sorted(audio_latents_for_samples(round(s * 16000)) for s in [2.0, 3.5, 12.0, 1.0, 1.2, 6.0, 4.0])
     assert lengths == expected
     before = {p.name: p.stat().st_mtime_ns for p in (lat / "shards").glob("*.tar")}
     precompute_main(["--config", str(REPO / "configs/train/audio_pretrain.yaml"), "--input", str(datasets["audio"]),
                      "--out", str(lat), "--store-dtype", "fp32", "encoders.kind=random"])
     assert {p.name: p.stat().st_mtime_ns for p in (lat / "shards").glob("*.tar")} == before  # nothing redone
+
+
+def test_corrupt_samples_and_unreadable_shards_are_skipped_logged_and_counted(datasets, tmp_path: Path,
+                                                                               caplog) -> None:
+    data = tmp_path / "lat"
+    shutil.copytree(datasets["audio_lat"], data)
+    shards = read_index(data).shards
+    assert len(shards) >= 3
+    # Shard 0: its first sample's latents are garbage (the tar itself is fine). Shard 1: cut inside a header.
+    samples = list(iter_tar_samples(shards[0].path))
+    bad_key = samples[0][0]
+    rewritten = [ShardSample(k, {e: (b"not safetensors" if k == bad_key and e != "json" else v)
+                                 for e, v in f.items() if e != "json"}, json.loads(f["json"])) for k, f in samples]
+    write_shard(shards[0].path, rewritten)
+    shards[1].path.write_bytes(shards[1].path.read_bytes()[:300])
+    over = ["data.batch_size=1", "data.bucket_batches=2", "data.interleave=1", "data.decode_workers=0"]
+    cfg = config("audio_pretrain", data, *over)
+    with caplog.at_level("WARNING"):
+        stream = BatchStream(cfg, rank=0)
+        batches = list(itertools.islice(iter(stream), 40))
+    seen = {s.key for b in batches for s in b.samples}
+    assert bad_key not in seen and len(seen) >= 2
+    assert stream.bad_samples >= 1 and stream.bad_shards == 1
+    assert f"skipping corrupt sample {bad_key} in {shards[0].path}" in caplog.text
+    assert f"{bad_key}.latents.safetensors" in caplog.text and f"skipping shard {shards[1].path}" in caplog.text
+    # The counts are part of the data position: a resumed stream continues them and the batches.
+    cut = 25
+    resumed = BatchStream(cfg, rank=0, state=batches[cut - 1].state)
+    rest = list(itertools.islice(iter(resumed), len(batches) - cut))
+    assert [[s.key for s in b.samples] for b in rest] == [[s.key for s in b.samples] for b in batches[cut:]]
+    assert (resumed.bad_samples, resumed.bad_shards) == (stream.bad_samples, stream.bad_shards)
+    # Past the ceiling the run stops with a message naming the key.
+    with pytest.raises(TooManyBadSamples, match="data.max_bad_samples=1"):
+        list(itertools.islice(iter(BatchStream(config("audio_pretrain", data, *over, "data.max_bad_samples=1"), 0)),
+                              40))

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs/model/tiny.yaml"
 Z2 = "engine.deepspeed_config=configs/train/deepspeed/zero2.json"
 Z3 = "engine.deepspeed_config=configs/train/deepspeed/zero3.json"
-TINY_AV = ["data.video.height=64", "data.video.width=64", "data.video.num_frames=9", "data.audio.seconds=1.0"]
+TINY_AV = ["data.video.height=64", "data.video.width=64", "data.video.num_frames=9"]  # audio: 11 latents
 COMMON = ["logging.every_steps=1", "checkpoint.every_steps=2", "optim.warmup_steps=2", "engine.precision=fp32",
           "checkpoint.export_dtype=fp32", "data.batch_size=2", "data.bucket_batches=2"]
 
@@ -102,7 +102,7 @@ def runs(data, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     r["pretrain_z3"] = ok(torchrun(root / "pretrain_z3", "audio_pretrain", Z3, "max_steps=2", "data.source=raw",
                                    f"data.shards=[{data['audio']}]", "encoders.kind=random", "data.audio.seconds=2.0"))
     stage1 = r["pretrain_z2"].dir / "export/audio_pretrain.safetensors"
-    finetune = ["max_steps=2", f"init.audio_tower={stage1}", "data.audio.seconds=1.0"]
+    finetune = ["max_steps=2", f"init.audio_tower={stage1}", "data.video.num_frames=9"]  # fixed audio of 9 frames
     r["finetune_z3"] = ok(torchrun(root / "finetune_z3", "audio_finetune", Z3, *finetune,
                                    f"data.shards=[{data['av_lat']}]", 'frozen=["*.ffn.*"]'))
     r["finetune_z2"] = ok(torchrun(root / "finetune_z2", "audio_finetune", Z2, *finetune, "data.source=raw",

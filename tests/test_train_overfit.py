@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_pipeline.shards import iter_tar_samples, read_index
 from ovi.checkpoints import load_fusion_checkpoint, save_fusion_checkpoint
 from ovi.config import load_fusion_config
 from ovi.denoise import Conditioning, GuidanceConfig, denoise
 from ovi.models.fusion import FusionModel
 from train.data.latents import unpack_latents
-from train.data.shards import iter_tar_samples, read_index
 from train.precompute import main as precompute_main
 from train.synthetic import write_dataset
 
@@ -30,7 +30,7 @@ video: {modality: video, in_dim: 48, out_dim: 48, patch_size: [1, 2, 2], dim: 19
 audio: {modality: audio, in_dim: 20, out_dim: 20, patch_size: [1], dim: 192, ffn_dim: 384, num_heads: 4,
         num_layers: 1, text_len: 32, rope_temporal_scale: 0.19676}
 """
-CLIP = ["data.video.height=64", "data.video.width=64", "data.video.num_frames=9", "data.audio.seconds=1.0"]
+CLIP = ["data.video.height=64", "data.video.width=64", "data.video.num_frames=9"]  # audio: 11 latents (geometry)
 STEPS, BATCH, SAMPLING_STEPS, SHIFT = 500, 4, 25, 5.0
 CLOSE, FAR = 0.4, 0.8  # rel_l2 to the clip's latents (a noise draw is at ~1.4)
 
@@ -92,7 +92,7 @@ def test_overfit_one_clip_then_sample(tmp_path: Path) -> None:
 
     model = load_fusion_checkpoint(tmp_path / "run/export/fusion.safetensors",
                                    load_fusion_config(tmp_path / "model.yaml"), dtype=torch.float32)
-    _, files = next(iter_tar_samples(read_index(tmp_path / "lat")[0].path))
+    _, files = next(iter_tar_samples(read_index(tmp_path / "lat").shards[0].path))
     clip = unpack_latents(files)
     x0v, x0a, text = clip.video.float(), clip.audio.float(), clip.text.float()
     torch.set_num_threads(1)

@@ -11,8 +11,9 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from ovi.config import load_fusion_config
+from ovi.config import InferenceConfig, load_fusion_config
 from ovi.models.fusion import FusionModel, init_tower_weights
+from ovi.models.stream import Stream
 from ovi.models.tower import Tower
 from train.checkpoint import LATEST, TMP_PREFIX, Checkpointer, TrainerState, latest_checkpoint
 from train.config import load_train_config
@@ -38,7 +39,22 @@ def test_shipped_configs_load_with_the_papers_optimizer(stage: str) -> None:
     assert (c.optim.lr, c.optim.betas, c.optim.eps) == paper
     if fusion:
         assert (c.objective.loss_weight_video, c.objective.loss_weight_audio) == (0.85, 0.15)
-    assert c.data.audio.seconds == (12.0 if stage == "audio_pretrain" else 5.04)
+    if stage == "audio_pretrain":
+        assert (c.data.audio.mode, c.data.audio.seconds) == ("variable", 12.0)
+    else:  # fixed-length audio: the audio of the 121-frame clip the released 5 s models sample
+        assert (c.data.audio.mode, c.data.audio.seconds) == ("fixed", None)
+        assert (c.data.geometry.audio_latents, c.data.geometry.audio_samples) == (157, 80_384)
+
+
+def test_ten_second_recipe_trains_the_length_the_sampler_generates() -> None:
+    c = cfg("fusion_release_finetune", "data.video.num_frames=241")
+    assert c.data.geometry == InferenceConfig(num_frames=241).geometry
+    assert (c.data.geometry.latent_frames, c.data.geometry.audio_latents) == (61, 314)
+    # The old spelling of the 10 s recipe (313 latents) is refused, naming the key that sets the length.
+    with pytest.raises(ValueError, match="data.video.num_frames"):
+        cfg("fusion_release_finetune", "data.video.num_frames=241", "data.audio.seconds=10.04")
+    with pytest.raises(ValueError, match="needs data.audio.seconds"):
+        cfg("audio_pretrain", "data.audio.seconds=null")
 
 
 def test_misspelt_and_inconsistent_keys_are_errors() -> None:
@@ -149,7 +165,8 @@ def test_flop_estimate_matches_autograds_count() -> None:
     video, audio = [torch.randn(48, 2, 4, 4)], [torch.randn(30, 20)]
     text = [torch.randn(5, 4096)]
     with FlopCounterMode(display=False) as counter:  # counts matmuls and convs (not CPU SDPA attention)
-        v, a = model(video=video, audio=audio, t=torch.tensor([500.0]), video_context=text, audio_context=text)
+        t = torch.tensor([500.0])
+        v, a = model(Stream(video, t, text), Stream(audio, t, text))
         (v[0].sum() + a[0].sum()).backward()
     lv, la = 2 * 2 * 2, 30
     est = tower_flops(model.video_model, mcfg.video).linear_flops(lv, la) + \
@@ -163,12 +180,12 @@ class FakeEngine:
     def __init__(self, value: float):
         self.value = value
 
-    def save_checkpoint(self, save_dir: str, tag: str, save_latest: bool) -> None:
+    def save_checkpoint(self, save_dir: str, tag: str, save_latest: bool, client_state: dict) -> None:
         assert not save_latest
         os.makedirs(os.path.join(save_dir, tag), exist_ok=True)
         torch.save({"value": self.value}, os.path.join(save_dir, tag, "mp_rank_00_model_states.pt"))
 
-    def load_checkpoint(self, load_dir: str, tag: str):
+    def load_checkpoint(self, load_dir: str, tag: str, load_module_strict: bool = True):
         self.value = torch.load(os.path.join(load_dir, tag, "mp_rank_00_model_states.pt"))["value"]
         return os.path.join(load_dir, tag), {}
 
@@ -183,32 +200,53 @@ def one_rank_group(tmp_path: Path):
 def test_a_save_killed_before_commit_leaves_the_last_good_checkpoint(tmp_path: Path, one_rank_group) -> None:
     ck = Checkpointer(tmp_path / "ckpt", rank=0, world_size=1, keep_last=2)
     gen = torch.Generator().manual_seed(1)
-    ck.save(FakeEngine(1.0), TrainerState.capture(10, {"pos": 10}, gen), {"stage": "fusion"})
+    ck.save(FakeEngine(1.0), TrainerState.capture(10, {0: ({"pos": 10}, gen)}), {"stage": "fusion"})
 
     def die() -> None:
         raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):
-        ck.save(FakeEngine(2.0), TrainerState.capture(20, {"pos": 20}, gen), {"stage": "fusion"}, before_commit=die)
+        ck.save(FakeEngine(2.0), TrainerState.capture(20, {0: ({"pos": 20}, gen)}), {"stage": "fusion"},
+                before_commit=die)
     assert (tmp_path / "ckpt" / LATEST).read_text() == "step_000010"
     assert (tmp_path / "ckpt" / f"{TMP_PREFIX}step_000020").is_dir()
     ck.clean_partial()
     assert not list((tmp_path / "ckpt").glob(TMP_PREFIX + "*"))
     engine = FakeEngine(0.0)
-    state = ck.load(engine, latest_checkpoint(tmp_path / "ckpt"))
-    assert engine.value == 1.0 and state.step == 10 and state.data_state == {"pos": 10}
+    state = ck.load(engine, latest_checkpoint(tmp_path / "ckpt"), slots=[0])
+    assert engine.value == 1.0 and state.step == 10 and state.slots[0].data_state == {"pos": 10}
     for step in (30, 40):
-        ck.save(FakeEngine(float(step)), TrainerState.capture(step, {}, gen), {"stage": "fusion"})
+        ck.save(FakeEngine(float(step)), TrainerState.capture(step, {0: ({}, gen)}), {"stage": "fusion"})
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("step_*")) == ["step_000030", "step_000040"]
-    with pytest.raises(RuntimeError, match="ranks"):
-        Checkpointer(tmp_path / "ckpt", 0, 2, 2).load(FakeEngine(0.0), latest_checkpoint(tmp_path / "ckpt"))
+    with pytest.raises(RuntimeError, match="data slot"):  # a layout that does not cover the run's slots
+        ck.load(FakeEngine(0.0), latest_checkpoint(tmp_path / "ckpt"), slots=[1])
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_newest_intact(tmp_path: Path, one_rank_group,
+                                                                       caplog) -> None:
+    ck = Checkpointer(tmp_path / "ckpt", rank=0, world_size=1, keep_last=3)
+    gen = torch.Generator().manual_seed(1)
+    for step in (10, 20, 30):
+        ck.save(FakeEngine(float(step)), TrainerState.capture(step, {0: ({"pos": step}, gen)}), {"stage": "fusion"})
+    newest = tmp_path / "ckpt" / "step_000030" / "mp_rank_00_model_states.pt"
+    newest.write_bytes(newest.read_bytes()[:-7])  # a save cut short by a full disk, committed by an old version
+    (tmp_path / "ckpt" / "step_000020" / "trainer_slot00000.pt").unlink()
+    with caplog.at_level("WARNING"):
+        path = latest_checkpoint(tmp_path / "ckpt")
+    assert path.name == "step_000010"
+    assert "step_000030: mp_rank_00_model_states.pt has" in caplog.text and "trainer_slot00000.pt is missing" in caplog.text
+    engine = FakeEngine(0.0)
+    assert ck.load(engine, path, slots=[0]).slots[0].data_state == {"pos": 10} and engine.value == 10.0
+    (tmp_path / "ckpt" / "step_000010" / "trainer.json").write_text("{")
+    with pytest.raises(RuntimeError, match="no intact checkpoint"):
+        latest_checkpoint(tmp_path / "ckpt")
 
 
 def test_rng_state_round_trip(tmp_path: Path) -> None:
     gen = torch.Generator().manual_seed(7)
     torch.rand(3, generator=gen)
-    state = TrainerState.capture(5, {}, gen)
+    state = TrainerState.capture(5, {3: ({}, gen)})
     expected = torch.rand(4, generator=gen), torch.rand(2)
     other = torch.Generator().manual_seed(99)
-    state.restore_rng(other)
+    state.restore_rng({3: other})
     assert torch.equal(torch.rand(4, generator=other), expected[0]) and torch.equal(torch.rand(2), expected[1])

@@ -5,7 +5,9 @@
     deepspeed --num_gpus 8 -m train.cli --config configs/train/fusion.yaml data.batch_size=1
     deepspeed --hostfile hostfile --num_nodes 4 --num_gpus 8 -m train.cli --config ...  # multi-node
 
-A run resumes from the latest complete checkpoint in ``{run_dir}/checkpoints`` when restarted.
+A run resumes from the latest intact checkpoint in ``{run_dir}/checkpoints`` when restarted, on any number of
+ranks that divides its micro-batches per step. ``--dry-run`` checks every input, builds the model and engine,
+prints each rank's peak memory and exits.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--config", required=True, help="configs/train/<stage>.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.batch_size=2 max_steps=100")
     parser.add_argument("--print-config", action="store_true", help="print the merged config and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check inputs, build model and engine, print per-rank peak memory, exit")
     # The `deepspeed` launcher passes --local_rank; LOCAL_RANK in the environment carries the same value.
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -38,9 +42,21 @@ def main(argv: Optional[list[str]] = None) -> None:
     )
     # DeepSpeed's ZeRO calls torch.distributed APIs that torch deprecates; one warning per step buries the log.
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-    from train.trainer import train  # imports torch / deepspeed: after argument errors are reported
+    from train.preflight import PreflightError
+    from train.run_lock import launched_by_a_launcher
 
-    train(cfg)
+    try:
+        if args.dry_run:
+            from train.memory import dry_run  # imports torch / deepspeed: after argument errors are reported
+
+            dry_run(cfg)
+        else:
+            from train.trainer import train
+
+            train(cfg)
+    except PreflightError as e:  # one line per problem, no traceback
+        logging.getLogger("train").error("%s", e)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -13,14 +13,10 @@ from typing import Optional, Sequence
 from omegaconf import MISSING
 
 from ovi.config import load_config
+from ovi.geometry import FIVE_SECOND, SIZE_MULTIPLE, ClipGeometry
 
 STAGES = ("audio_pretrain", "audio_finetune", "fusion")
 AUDIO_STAGES = ("audio_pretrain", "audio_finetune")
-
-# Rates fixed by the codecs (reference_ovi.md §10-11): 16 kHz audio, MMAudio latents at 31.25 Hz,
-# Wan2.2 VAE 4x temporal / 16x spatial compression, 2x2 video patches.
-AUDIO_SAMPLE_RATE = 16_000
-VIDEO_SPATIAL_MULTIPLE = 32  # 16x VAE downsampling times the 2x2 patch
 
 
 @dataclass
@@ -61,14 +57,17 @@ class ObjectiveConfig:
 
 @dataclass
 class AudioClipConfig:
-    mode: str = "fixed"  # "fixed": exactly `seconds`; "variable": up to `seconds`, shorter kept as is
-    seconds: float = MISSING  # paper: 12 (pretraining, max), 5.04 (fine-tuning and fusion: 121 frames at 24 fps)
+    # "fixed" (fine-tuning, fusion): the audio of data.video.num_frames frames, exactly the geometry's
+    # audio_samples (121 -> 157 latents, 241 -> 314); "variable" (pretraining): up to `seconds`.
+    mode: str = "fixed"
+    seconds: Optional[float] = None  # variable mode only: the longest clip (paper: 12)
     min_seconds: float = 1.0  # variable mode: shorter clips are skipped
 
 
 @dataclass
 class VideoClipConfig:
-    num_frames: int = 121  # 5.04 s at 24 fps -> 31 latent frames
+    # 5.04 s at 24 fps -> 31 latent frames; also sets fixed-length audio (157 latents), in audio fine-tuning too.
+    num_frames: int = FIVE_SECOND.num_frames
     height: Optional[int] = None  # resize + centre-crop to this size; None keeps the shard's size
     width: Optional[int] = None
 
@@ -83,8 +82,16 @@ class DataConfig:
     bucket_batches: int = 8  # batches sorted by length together, to cut padding
     decode_workers: int = 2  # threads decoding samples ahead of the trainer
     prefetch_samples: int = 16
+    # Corrupt samples and unreadable shards are skipped, logged (file + member) and counted; a rank that skips
+    # more than this many stops the run (a broken dataset, not a few bad files).
+    max_bad_samples: int = 100
     video: VideoClipConfig = field(default_factory=VideoClipConfig)
     audio: AudioClipConfig = field(default_factory=AudioClipConfig)
+
+    @property
+    def geometry(self) -> ClipGeometry:
+        """The clip of ``video.num_frames`` frames; fixed-length audio takes its ``audio_samples``."""
+        return ClipGeometry.for_frames(self.video.num_frames)
 
 
 @dataclass
@@ -123,6 +130,12 @@ class EngineConfig:
     # DeepSpeed's CPU accelerator JIT-builds a shared-memory allreduce (~80 s) on first use; plain gloo
     # collectives are enough for CPU tests.
     cpu_shm_comm: bool = False
+    # Gradient reduce-scatter/all-reduce and accumulation dtype under bf16. DeepSpeed's default ("bf16") halves
+    # gradient memory and traffic; "fp32" adds 2 bytes/trainable parameter of gradient memory and doubles the
+    # reduction traffic, in exchange for exact-to-fp32 sums over ranks and micro-batches.
+    grad_reduce_dtype: str = "bf16"
+    # Steps whose loss is non-finite on some rank are counted and logged; more than this many stop the run.
+    max_nonfinite_steps: int = 20
 
 
 @dataclass
@@ -133,6 +146,12 @@ class CheckpointConfig:
     resume: bool = True  # continue from the latest complete checkpoint in `dir` if there is one
     export_on_finish: bool = True  # write {run_dir}/export/model.safetensors at the end
     export_dtype: str = "bf16"
+    # False: frozen parameters are left out of checkpoints (they never change); resume and export take them from
+    # the init.* files again, so those files must stay where they are.
+    save_frozen: bool = True
+    # The run-folder lock (run_dir/.lock) is stale when its owner's pid is gone (same host) or it was not
+    # refreshed for this long (another host).
+    lock_stale_s: float = 600.0
 
 
 @dataclass
@@ -155,6 +174,24 @@ class DebugConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """In-loop evaluation (train/evaluation.py); off by default: it costs a generation per prompt."""
+
+    enabled: bool = False
+    every_steps: int = 500
+    # Samples: an inference YAML (codecs, text encoder, sampler; e.g. configs/inference/tiny_cpu.yaml) + prompts.
+    inference: Optional[str] = None
+    prompts: list[str] = field(default_factory=list)
+    seed: int = 0
+    metrics: list[str] = field(default_factory=lambda: ["toy"])  # ovi-eval metric names
+    weights: dict[str, str] = field(default_factory=dict)  # ovi-eval weight name -> path
+    # Held-out loss on fixed samples of these shards, at these sigmas.
+    validation_shards: list[str] = field(default_factory=list)
+    validation_samples: int = 4
+    validation_sigmas: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+
+
+@dataclass
 class TrainConfig:
     stage: str = MISSING  # audio_pretrain | audio_finetune | fusion
     model: str = MISSING  # model YAML (configs/model/*.yaml); audio stages use its `audio` tower
@@ -174,6 +211,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -204,6 +242,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _one_of("engine.precision", cfg.engine.precision, ("bf16", "fp32"))
     _one_of("encoders.kind", cfg.encoders.kind, ("ovi", "random"))
     _one_of("checkpoint.export_dtype", cfg.checkpoint.export_dtype, ("bf16", "fp32"))
+    _one_of("engine.grad_reduce_dtype", cfg.engine.grad_reduce_dtype, ("bf16", "fp32"))
     for name in ("text_dropout_video", "text_dropout_audio", "first_frame_clean_prob"):
         _probability(f"objective.{name}", getattr(cfg.objective, name))
     if cfg.stage == "fusion" and None in (cfg.objective.loss_weight_video, cfg.objective.loss_weight_audio):
@@ -214,6 +253,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"optim.betas needs two values, got {cfg.optim.betas}")
     if cfg.max_steps < 1 or cfg.data.batch_size < 1 or cfg.engine.gradient_accumulation_steps < 1:
         raise ValueError("max_steps, data.batch_size and engine.gradient_accumulation_steps must be >= 1")
+    if cfg.data.max_bad_samples < 0 or cfg.engine.max_nonfinite_steps < 0:
+        raise ValueError("data.max_bad_samples and engine.max_nonfinite_steps must be >= 0")
+    if not cfg.checkpoint.save_frozen and cfg.stage == "audio_pretrain" and not cfg.init.audio_tower and cfg.frozen:
+        raise ValueError("checkpoint.save_frozen=false needs the frozen weights in an init.* file; audio_pretrain "
+                         "from scratch has none: set checkpoint.save_frozen=true")
     if cfg.data.weights is not None and len(cfg.data.weights) != len(cfg.data.shards):
         raise ValueError(f"data.weights has {len(cfg.data.weights)} values for {len(cfg.data.shards)} data.shards")
     if cfg.stage in AUDIO_STAGES and cfg.init.video_tower:
@@ -222,11 +266,27 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError("init.fusion loads both towers; leave init.video_tower / init.audio_tower unset")
     if cfg.stage in AUDIO_STAGES and cfg.init.fusion:
         raise ValueError("audio stages take the audio part of an Ovi file via init.audio_tower, not init.fusion")
-    v = cfg.data.video
-    for side in (v.height, v.width):
-        if side is not None and side % VIDEO_SPATIAL_MULTIPLE:
-            raise ValueError(f"data.video height/width must be multiples of {VIDEO_SPATIAL_MULTIPLE}, got {side}")
+    _check_clip(cfg.data, cfg.has_video)
     return cfg
+
+
+def _check_clip(data: DataConfig, has_video: bool) -> None:
+    a, v = data.audio, data.video
+    for side in (v.height, v.width):
+        if side is not None and side % SIZE_MULTIPLE:
+            raise ValueError(f"data.video height/width must be multiples of {SIZE_MULTIPLE}, got {side}")
+    if v.num_frames < 1:
+        raise ValueError(f"data.video.num_frames must be >= 1, got {v.num_frames}")
+    if a.mode == "variable" and has_video:
+        raise ValueError("data.audio.mode=variable is for audio-only stages; fusion clips are fixed-length")
+    if a.mode == "variable" and (a.seconds is None or a.seconds < a.min_seconds):
+        raise ValueError(f"data.audio.mode=variable needs data.audio.seconds >= min_seconds ({a.min_seconds}), "
+                         f"got {a.seconds}")
+    if a.mode == "fixed" and a.seconds is not None:
+        raise ValueError(
+            f"data.audio.seconds={a.seconds} is for mode=variable; fixed-length audio follows data.video.num_frames "
+            "(121 frames -> 157 latents, 241 -> 314): remove data.audio.seconds and set data.video.num_frames"
+        )
 
 
 def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:

@@ -8,28 +8,12 @@ from typing import Optional, Protocol
 
 import torch
 
-from ovi.codecs.audio_codec import LATENT_CHANNELS, SAMPLES_PER_LATENT, AudioCodec
+from ovi.codecs.audio_codec import LATENT_CHANNELS
+from ovi.geometry import AUDIO_SAMPLES_PER_LATENT, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, audio_latents_for_samples
 from train.config import EncodersConfig
 
-# Codec geometry (reference_ovi.md §10-11).
-VIDEO_LATENT_CHANNELS = 48
-VIDEO_TEMPORAL_STRIDE = 4  # causal: F = 1 + (T - 1) / 4
-VIDEO_SPATIAL_STRIDE = 16
-VIDEO_PATCH = 2  # the DiT's 2x2 patches: tokens = F * (h/2) * (w/2)
+VIDEO_LATENT_CHANNELS = 48  # Wan2.2 VAE z_dim
 TEXT_DIM = 4096
-
-
-def video_latent_frames(num_frames: int) -> int:
-    return 1 + (num_frames - 1) // VIDEO_TEMPORAL_STRIDE
-
-
-def video_tokens(num_frames: int, height: int, width: int) -> int:
-    side = VIDEO_SPATIAL_STRIDE * VIDEO_PATCH
-    return video_latent_frames(num_frames) * (height // side) * (width // side)
-
-
-# 157 latents for 5.04 s (80,640 samples) at 16 kHz, as the MMAudio VAE gives.
-audio_latent_len = AudioCodec.num_latents
 
 
 class VideoEncoder(Protocol):
@@ -64,9 +48,9 @@ class RandomVideoEncoder:
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         first, rest = video[:, :, :1], video[:, :, 1:]  # causal: frame 0 alone, then groups of 4
         b, c, t, h, w = rest.shape
-        rest = rest.reshape(b, c, t // VIDEO_TEMPORAL_STRIDE, VIDEO_TEMPORAL_STRIDE, h, w).mean(3)
+        rest = rest.reshape(b, c, t // VAE_TEMPORAL_FACTOR, VAE_TEMPORAL_FACTOR, h, w).mean(3)
         x = torch.cat([first, rest], dim=2).float()
-        x = torch.nn.functional.avg_pool3d(x, (1, VIDEO_SPATIAL_STRIDE, VIDEO_SPATIAL_STRIDE))
+        x = torch.nn.functional.avg_pool3d(x, (1, VAE_SPATIAL_FACTOR, VAE_SPATIAL_FACTOR))
         return torch.einsum("oc,bcfhw->bofhw", self.mix.to(x), x)
 
 
@@ -78,12 +62,12 @@ class RandomAudioEncoder:
 
     def __init__(self, seed: int):
         g = torch.Generator().manual_seed(seed + 1)
-        self.window = SAMPLES_PER_LATENT
+        self.window = AUDIO_SAMPLES_PER_LATENT
         self.proj = torch.randn(LATENT_CHANNELS, self.window, generator=g) / self.window**0.5
 
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         b, n = wave.shape
-        length = audio_latent_len(n)
+        length = audio_latents_for_samples(n)
         frames = torch.nn.functional.pad(wave.float(), (0, max(0, length * self.window - n)))
         frames = frames[:, : length * self.window].reshape(b, length, self.window)
         return torch.einsum("cw,blw->bcl", self.proj.to(frames), frames) * self.GAIN

@@ -73,7 +73,8 @@ def init_distributed(backend: str = "auto", cpu_shm_comm: bool = False) -> DistI
     return DistInfo(rank, world, local_rank, device)
 
 
-def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+def deepspeed_config(cfg: TrainConfig, world_size: int, load_universal: bool = False) -> dict[str, Any]:
+    """The DeepSpeed JSON with the trainer's values filled in; ``load_universal`` to resume on another world size."""
     path = Path(cfg.engine.deepspeed_config)
     if not path.is_file():
         raise FileNotFoundError(f"engine.deepspeed_config: {path} not found (see configs/train/deepspeed/)")
@@ -95,7 +96,17 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
     )
     ds.pop("fp16", None)
     ds.setdefault("zero_optimization", {"stage": 0})
+    if cfg.engine.precision == "bf16" and cfg.engine.grad_reduce_dtype == "fp32":
+        # Reduce-scatter/all-reduce and accumulate gradients in fp32 instead of DeepSpeed's bf16 default.
+        ds["communication_data_type"] = "fp32"
+        ds["data_types"] = {**ds.get("data_types", {}), "grad_accum_dtype": "fp32"}
+    if load_universal:
+        ds["checkpoint"] = {**ds.get("checkpoint", {}), "load_universal": True}
     return ds
+
+
+def zero_stage(ds: dict[str, Any]) -> int:
+    return int(ds.get("zero_optimization", {}).get("stage", 0))
 
 
 def lr_lambda(cfg: OptimConfig, max_steps: int):
@@ -113,7 +124,7 @@ def lr_lambda(cfg: OptimConfig, max_steps: int):
     return f
 
 
-def build_engine(model: nn.Module, cfg: TrainConfig, dist_info: DistInfo):
+def build_engine(model: nn.Module, cfg: TrainConfig, dist_info: DistInfo, ds_config: dict[str, Any] | None = None):
     """Wrap ``model`` (requires_grad already set) in a DeepSpeed engine with a client torch AdamW."""
     import deepspeed
 
@@ -131,6 +142,6 @@ def build_engine(model: nn.Module, cfg: TrainConfig, dist_info: DistInfo):
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=deepspeed_config(cfg, dist_info.world_size),
+        config=ds_config or deepspeed_config(cfg, dist_info.world_size),
     )
     return engine

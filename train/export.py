@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
+from safetensors import safe_open
 
-from ovi.checkpoints import atomic_save_safetensors, save_fusion_checkpoint
+from ovi.checkpoints import TrainingMetadata, atomic_save_safetensors, save_fusion_checkpoint
 from train.checkpoint import TRAINER_META, latest_checkpoint
 
 log = logging.getLogger(__name__)
@@ -41,14 +43,31 @@ def _consolidated(checkpoint: Path) -> Iterator[tuple[str, torch.Tensor]]:
         yield from states["module"].items()
 
 
+def _add_frozen(state: dict[str, torch.Tensor], sources: dict[str, list[str]], dtype: torch.dtype) -> None:
+    """Frozen weights a checkpoint left out (checkpoint.save_frozen=false), read back from their init files."""
+    by_file: dict[str, list[tuple[str, str]]] = {}
+    for name, (path, key) in sources.items():
+        if name not in state:
+            by_file.setdefault(path, []).append((name, key))
+    for path, pairs in by_file.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} held frozen weights this checkpoint left out; put it back to export")
+        with safe_open(path, "pt") as f:
+            for name, key in pairs:
+                state[name] = f.get_tensor(key).to(dtype).contiguous()
+
+
 def export_checkpoint(checkpoint: Path, out: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Write ``checkpoint`` (a committed step folder) as one safetensors file at ``out``."""
     meta = json.loads((checkpoint / TRAINER_META).read_text())
+    # Checkpoints from before the metadata existed hold only the stage; the export then says only that.
+    training = TrainingMetadata(**{f.name: meta.get(f.name) for f in fields(TrainingMetadata)})
     state = {name: t.to(dtype).contiguous() for name, t in _consolidated(checkpoint)}
+    _add_frozen(state, meta.get("frozen_sources", {}), dtype)
     if meta["stage"] == "fusion":
-        save_fusion_checkpoint(state, out)
+        save_fusion_checkpoint(state, out, metadata=training)
     else:
-        atomic_save_safetensors(state, out)
+        atomic_save_safetensors(state, out, training)
     log.info("exported %s (%d tensors, %s) to %s", checkpoint, len(state), dtype, out)
     return out
 

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from ovi.config import TowerConfig
+from ovi.models.tower import Tower
+from train.params import full_ndim
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class TowerFlops:
 
 
 def _stream(name: str) -> str:
-    if "_fusion" in name:
+    if Tower.is_cross_modal(name):
         return "other"
     if name.startswith(("time_embedding", "time_projection")):
         return "once"  # the tower embeds each distinct timestep once, not per token
@@ -65,7 +67,7 @@ def _stream(name: str) -> str:
 def tower_flops(tower: nn.Module, cfg: TowerConfig) -> TowerFlops:
     """Backward work follows autograd: weight gradients only for trainable weights; input gradients only where
     something trainable lies upstream (never for the embeddings of data, text and time unless they train)."""
-    named = [(n, p) for n, p in tower.named_parameters() if p.ndim >= 2]  # 1-D norms/biases are negligible
+    named = [(n, p) for n, p in tower.named_parameters() if full_ndim(p) >= 2]  # 1-D norms/biases: negligible
     trains = lambda prefix: any(p.requires_grad for n, p in named if n.startswith(prefix))  # noqa: E731
     patch_trains, text_trains = trains("patch_embedding"), trains("text_embedding")
     first_patch = named[0][0] if named and named[0][0].startswith("patch_embedding") else None

@@ -1,8 +1,8 @@
-"""Rectified-flow objective, written to agree with the sampler (reference_ovi.md §9).
+"""Rectified-flow objective on the sampler's own conventions (``ovi.flow.FLOW``, reference_ovi.md §9).
 
-For data x and noise eps at noise level sigma in (0, 1):
-    x_sigma = (1 - sigma) * x + sigma * eps,   target velocity v = eps - x,   model timestep t = 1000 * sigma.
-The UniPC flow sampler recovers x0 = x_sigma - sigma * v, so a model trained on this target samples correctly.
+For data x and noise eps at noise level sigma in (0, 1): x_sigma = FLOW.noise(x, eps, sigma), target
+FLOW.velocity(x, eps) = eps - x, model timestep FLOW.timestep(sigma) = 1000 * sigma. The samplers recover
+x0 = FLOW.to_data(x_sigma, v, sigma), so a model trained on this target samples correctly.
 In the fusion stage both modalities share one sigma per sample and get independent noise.
 """
 from __future__ import annotations
@@ -11,12 +11,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
+from ovi.flow import FLOW
 from train.config import ObjectiveConfig, SigmaConfig
-
-# The released models see t = NUM_TRAIN_TIMESTEPS * sigma (Wan / Ovi schedulers use 1000 train steps).
-NUM_TRAIN_TIMESTEPS = 1000
 
 
 def sample_sigma(cfg: SigmaConfig, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -30,8 +27,8 @@ def sample_sigma(cfg: SigmaConfig, batch: int, generator: torch.Generator) -> to
     else:
         raise ValueError(f"unknown sigma sampling {cfg.sampling!r}; use 'uniform' or 'logit_normal'")
     if cfg.shift != 1.0:
-        # Same map as the sampler's flow_shift: pushes samples towards high noise for large latents.
-        sigma = cfg.shift * sigma / (1.0 + (cfg.shift - 1.0) * sigma)
+        # The sampler's flow_shift: pushes samples towards high noise for large latents.
+        sigma = FLOW.shift(sigma, cfg.shift)
     return sigma.float()
 
 
@@ -41,14 +38,14 @@ def add_noise(
     """(x_sigma, velocity target) for one sample of any shape; noise drawn on the CPU for determinism."""
     eps = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
     x = x.float()
-    return (1.0 - sigma) * x + sigma * eps, eps - x
+    return FLOW.noise(x, eps, sigma), FLOW.velocity(x, eps)
 
 
 @dataclass
 class NoisedBatch:
     """Model inputs and targets for one micro-batch. Lists hold one tensor per sample."""
 
-    t: torch.Tensor  # [B] float timesteps = 1000 * sigma
+    t: torch.Tensor  # [B] float timesteps FLOW.timestep(sigma)
     sigma: torch.Tensor  # [B]
     video_in: Optional[list[torch.Tensor]]  # [48, F, H, W] each
     video_target: Optional[list[torch.Tensor]]  # fp32
@@ -56,7 +53,7 @@ class NoisedBatch:
     audio_target: Optional[list[torch.Tensor]]
     video_context: list[torch.Tensor]  # [L_text, 4096], after dropout
     audio_context: list[torch.Tensor]
-    first_frame_is_clean: bool = False
+    video_clean_frames: int = 0  # leading latent frames kept clean (image-to-video: 1); t = 0 there, no loss
 
 
 class FlowMatchingObjective:
@@ -107,7 +104,7 @@ class FlowMatchingObjective:
         video_ctx, audio_ctx = self._dropout(text)
         device = (video or audio)[0].device
         return NoisedBatch(
-            t=(sigma * NUM_TRAIN_TIMESTEPS).to(device),
+            t=FLOW.timestep(sigma).to(device),
             sigma=sigma,
             video_in=video_in,
             video_target=video_target,
@@ -115,26 +112,8 @@ class FlowMatchingObjective:
             audio_target=audio_target,
             video_context=[c.to(dtype) for c in video_ctx],
             audio_context=[c.to(dtype) for c in audio_ctx],
-            first_frame_is_clean=first_clean,
+            video_clean_frames=int(first_clean),
         )
-
-
-def mse(pred: list[torch.Tensor], target: list[torch.Tensor], skip_first_frame: bool = False) -> torch.Tensor:
-    """Mean squared error over every element of every sample (token-weighted), in fp32.
-
-    Padding never enters: the model returns each sample at its own length. With ``skip_first_frame`` the
-    clean conditioning frame (video dim 1 index 0) is left out.
-    """
-    sq_sum = torch.zeros((), device=target[0].device)
-    count = 0
-    for p, y in zip(pred, target, strict=True):
-        if p.shape != y.shape:
-            raise ValueError(f"prediction shape {tuple(p.shape)} != target shape {tuple(y.shape)}")
-        if skip_first_frame:
-            p, y = p[:, 1:], y[:, 1:]
-        sq_sum = sq_sum + F.mse_loss(p.float(), y, reduction="sum")
-        count += y.numel()
-    return sq_sum / max(count, 1)
 
 
 def combine_losses(

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ovi.models.tower import Tower
+
 
 @dataclass
 class ParamCounts:
@@ -34,7 +36,7 @@ def _group(name: str) -> str:
     parts = re.sub(r"\.\d+(?=\.|$)", ".*", name).split(".")
     if "blocks" in parts:
         group = ".".join(parts[: parts.index("blocks") + 3])
-        return group + " (fusion)" if "_fusion" in name else group
+        return group + " (fusion)" if Tower.is_cross_modal(name) else group
     return ".".join(parts[:2] if parts[0].endswith("_model") else parts[:1])
 
 
@@ -55,7 +57,7 @@ def apply_trainable(model: nn.Module, trainable: list[str], frozen: list[str]) -
             fnmatch.fnmatchcase(name, pat) for pat in frozen
         )
         p.requires_grad_(train)
-        n = p.numel()
+        n = getattr(p, "ds_numel", p.numel())  # ZeRO-3 (zero.Init) partitions p in place
         groups[_group(name)][0 if train else 1] += n
         if train:
             counts.trainable += n
@@ -69,10 +71,15 @@ def apply_trainable(model: nn.Module, trainable: list[str], frozen: list[str]) -
     return counts
 
 
+def full_ndim(p: nn.Parameter) -> int:
+    """Dimensions of the whole parameter (a ZeRO-3 partition is a flat slice)."""
+    return len(p.ds_shape) if hasattr(p, "ds_shape") else p.ndim
+
+
 def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Trainable parameters only; weight decay (if any) on matrices, not on norms, biases or modulations."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    decay = [p for p in model.parameters() if p.requires_grad and full_ndim(p) >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and full_ndim(p) < 2]
     if weight_decay == 0.0:
         return [{"params": decay + other, "weight_decay": 0.0}]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]

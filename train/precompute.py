@@ -3,11 +3,11 @@
     python -m train.precompute --config configs/train/fusion.yaml --input data/clips --out data/latents/fusion
     torchrun --nproc_per_node 8 -m train.precompute --config ... --input ... --out ...   # one GPU per rank
 
-The stage config decides what is encoded: fusion -> the first ``data.video.num_frames`` frames (resized to
-``data.video.height x width``) and the aligned ``data.audio.seconds`` of audio; audio stages -> every
-consecutive ``data.audio.seconds`` window of each clip (variable mode keeps a shorter last window of at least
-``min_seconds``), keys ``<key>_c000``, ``<key>_c001``... Each input shard becomes one output shard, written to a
-temporary name and renamed when complete, so an interrupted run continues where it stopped.
+The stage config decides what is encoded (``train.data.media.prepare_clip``, the trainer's own raw-clip path):
+fusion -> the first ``data.video.num_frames`` frames (resized to ``data.video.height x width``) and the aligned
+audio of that clip geometry; audio stages -> every consecutive audio window of each clip (variable mode keeps a
+shorter last window of at least ``min_seconds``), keys ``<key>_c000``, ``<key>_c001``... Each input shard becomes
+one output shard, written atomically, so an interrupted run continues where it stopped.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import tarfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterator, Optional
@@ -24,12 +23,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from data_pipeline.shards import add_tar_member, write_index
-from ovi.fileio import atomic_path
-from train.config import AUDIO_SAMPLE_RATE, TrainConfig, load_train_config
-from train.data.latents import META_FILE, LatentSample, pack_latents, save_null_prompt
-from train.data.media import audio_chunks, decode_audio, decode_json, decode_video, to_model_pixels
-from train.data.shards import iter_tar_samples, read_index
+from data_pipeline.shards import Sample, index_entry, iter_tar_samples, read_index, write_index, write_shard
+from ovi.fileio import atomic_write_text
+from ovi.geometry import SAMPLE_RATE
+from train.config import TrainConfig, load_train_config
+from train.data.latents import META_FILE, LatentSample, latent_sample, save_null_prompt
+from train.data.media import prepare_clip
 from train.encoders import Encoders, build_encoders
 
 log = logging.getLogger(__name__)
@@ -40,29 +39,21 @@ STORE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.flo
 
 def encode_clip(
     key: str, files: dict[str, bytes], cfg: TrainConfig, enc: Encoders, device: torch.device, dtype: torch.dtype
-) -> Iterator[tuple[str, LatentSample]]:
-    """One raw sample -> zero or more (key, latents); clips too short for the stage give none."""
-    meta = decode_json(files["json"])
-    wave = decode_audio(files["wav"])
-    a = cfg.data.audio
-    text = enc.text.encode([meta["caption"]])[0].to(dtype).cpu()
-    if cfg.has_video:
-        need = round(a.seconds * AUDIO_SAMPLE_RATE)
-        if wave.numel() < need or "mp4" not in files:
-            return
-        try:
-            frames = decode_video(files["mp4"], cfg.data.video.num_frames)
-        except ValueError:
-            return
-        pixels = to_model_pixels(frames, cfg.data.video.height, cfg.data.video.width)
-        video = enc.video.encode(pixels[None].to(device))[0].to(dtype).cpu()  # [48, F, h, w]
-        audio = enc.audio.encode(wave[None, :need].to(device))[0].T.to(dtype).cpu()  # [L, 20]
-        yield key, LatentSample(text=text, audio=audio.contiguous(), video=video, meta=meta)
+) -> Iterator[Sample]:
+    """One raw sample -> zero or more latent samples (``prepare_clip``: every audio window of audio clips)."""
+    clips = prepare_clip(key, files, cfg, rng=None)
+    if not clips:
         return
-    for j, (start, length) in enumerate(audio_chunks(wave.numel(), a.mode, a.seconds, a.min_seconds)):
-        audio = enc.audio.encode(wave[None, start : start + length].to(device))[0].T.to(dtype).cpu()
-        chunk_meta = {**meta, "chunk_start_s": start / AUDIO_SAMPLE_RATE, "chunk_s": length / AUDIO_SAMPLE_RATE}
-        yield f"{key}_c{j:03d}", LatentSample(text=text, audio=audio.contiguous(), video=None, meta=chunk_meta)
+    text = enc.text.encode([clips[0].caption])[0].to(dtype).cpu()  # [L_text, 4096]
+    for j, clip in enumerate(clips):
+        audio = enc.audio.encode(clip.audio[None].to(device))[0].T.to(dtype).cpu()  # [L, 20]
+        if clip.video is not None:
+            video = enc.video.encode(clip.video[None].to(device))[0].to(dtype).cpu()  # [48, F, h, w]
+            yield latent_sample(key, LatentSample(text=text, audio=audio, video=video, meta=clip.meta))
+            continue
+        span = {"chunk_start_s": clip.audio_start / SAMPLE_RATE, "chunk_s": clip.audio.numel() / SAMPLE_RATE}
+        meta = {**clip.meta, **span}
+        yield latent_sample(f"{key}_c{j:03d}", LatentSample(text=text, audio=audio, video=None, meta=meta))
 
 
 def precompute(
@@ -72,30 +63,25 @@ def precompute(
     dtype = STORE_DTYPES[store]
     shards_out = out / "shards"
     shards_out.mkdir(parents=True, exist_ok=True)
-    work = [(d, s) for d, ds in enumerate(inputs) for s in read_index(ds)]
+    work = [(d, s) for d, ds in enumerate(inputs) for s in read_index(ds).shards]
     mine = work[rank::world]
     with torch.no_grad():
         for d, shard in tqdm(mine, desc=f"precompute rank {rank}", disable=rank != 0):
             final = shards_out / f"latents-d{d}-{shard.path.stem}.tar"
             if final.exists():
-                continue  # done by an earlier, interrupted run
-            with atomic_path(final) as tmp, tarfile.open(tmp, "w") as tf:
-                for key, files in iter_tar_samples(shard.path):
-                    for out_key, sample in encode_clip(key, files, cfg, enc, device, dtype):
-                        for ext, data in pack_latents(sample).items():
-                            add_tar_member(tf, f"{out_key}.{ext}", data)
+                continue  # done by an earlier, interrupted run (shards are written atomically)
+            write_shard(final, (sample for key, files in iter_tar_samples(shard.path)
+                                for sample in encode_clip(key, files, cfg, enc, device, dtype)))
         null = enc.text.encode([cfg.objective.null_prompt])[0].to(dtype).cpu()
     if world > 1:
         dist.barrier()
     if rank == 0:
         outputs = sorted(shards_out.glob("latents-*.tar"))
-        entries = [{"name": p.name, "num_samples": sum(1 for _ in iter_tar_samples(p)), "num_bytes": p.stat().st_size}
-                   for p in outputs]
-        write_index(shards_out, entries, kind="latents")
+        write_index(shards_out, [index_entry(p) for p in outputs], kind="latents")
         save_null_prompt(out, cfg.objective.null_prompt, null)
         meta = {"stage": cfg.stage, "inputs": inputs, "encoders": vars(cfg.encoders), "store_dtype": store,
                 "video": vars(cfg.data.video), "audio": vars(cfg.data.audio)}
-        (out / META_FILE).write_text(json.dumps(meta, indent=1))
+        atomic_write_text(out / META_FILE, json.dumps(meta, indent=1))
         log.info("wrote %d latent shards to %s", len(outputs), shards_out)
 
 

@@ -37,5 +37,5 @@ def load_released_encoders(cfg: EncodersConfig, need_video: bool, device: torch.
         loader = VideoVAE.from_pretrained if vae_path.is_dir() else VideoVAE.from_wan_checkpoint
         video = loader(vae_path, dtype=dtype, compute_dtype=torch.float32, device=device)
     # Small (0.17B), so it encodes in float32: the mel log needs the mantissa.
-    audio_vae = load_audio_vae(_need(cfg.audio_vae, "audio_vae"), device=device, dtype=torch.float32)
+    audio_vae = load_audio_vae(_need(cfg.audio_vae, "audio_vae"), hidden_dim=None, device=device, dtype=torch.float32)
     return Encoders(text=text, video=video, audio=AudioCodec(audio_vae, vocoder=None, mel=MelFrontEnd().to(device)).eval().requires_grad_(False))

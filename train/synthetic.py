@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipeline.shards import Sample, plan_shards, write_index, write_shard
-from train.config import AUDIO_SAMPLE_RATE
+from ovi.geometry import FPS, SAMPLE_RATE
 
 WORDS = "red green blue quiet loud river bell drum wind rain bird voice piano engine crowd".split()
-FPS = 24
 
 
 @dataclass
@@ -45,12 +44,12 @@ def make_audio(path: Path, seconds: float, rng: random.Random, speech: bool) -> 
         raw = path.with_suffix(".speech.wav")
         text = " ".join(rng.choice(WORDS) for _ in range(6))
         _run(["espeak-ng", "-s", "160", "-w", str(raw), text])
-        _run(["sox", "-D", str(raw), "-r", str(AUDIO_SAMPLE_RATE), "-c", "1", "-b", "16", str(path),
+        _run(["sox", "-D", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path),
               "pad", "0", str(seconds), "trim", "0", str(seconds)])
         raw.unlink()
     else:
         f1, f2 = rng.randint(150, 900), rng.randint(900, 3000)
-        _run(["sox", "-D", "-n", "-r", str(AUDIO_SAMPLE_RATE), "-c", "1", "-b", "16", str(path), "synth", str(seconds),
+        _run(["sox", "-D", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path), "synth", str(seconds),
               "sine", f"{f1}-{f2}", "sine", str(f1 * 2), "remix", "-", "vol", "0.5"])
 
 
@@ -74,8 +73,8 @@ def make_clip(tmp: Path, index: int, rng: random.Random, *, video: bool, width: 
     speech = index % 2 == 0
     wav = tmp / f"{key}.wav"
     make_audio(wav, seconds, rng, speech)
-    num_samples = round(seconds * AUDIO_SAMPLE_RATE)
-    meta = {"caption": _caption(rng, speech), "sample_rate": AUDIO_SAMPLE_RATE, "num_samples": num_samples,
+    num_samples = round(seconds * SAMPLE_RATE)
+    meta = {"caption": _caption(rng, speech), "sample_rate": SAMPLE_RATE, "num_samples": num_samples,
             "source": "synthetic", "start_s": 0.0, "end_s": seconds, "scores": {}}
     files = {"wav": wav.read_bytes()}
     if video:
@@ -94,10 +93,8 @@ def write_shards(out: Path, clips: list[Clip], per_shard: int, prefix: str, kind
     root = out / "shards"
     samples = [Sample(c.key, {e: d for e, d in c.files.items() if e != "json"}, json.loads(c.files["json"]))
                for c in clips]
-    entries = []
-    for plan in plan_shards(samples, prefix, per_shard, max_bytes=sys.maxsize):
-        size = write_shard(root / plan.name, plan)
-        entries.append({"name": plan.name, "num_samples": len(plan.samples), "num_bytes": size})
+    entries = [{"name": plan.name, "num_samples": len(plan.samples), "num_bytes": write_shard(root / plan.name, plan)}
+               for plan in plan_shards(samples, prefix, per_shard, max_bytes=sys.maxsize)]
     write_index(root, entries, kind)
 
 

@@ -3,6 +3,8 @@ with logging, atomic checkpoints, exact resume and a final export."""
 from __future__ import annotations
 
 import hashlib
+import math
+from dataclasses import asdict
 import logging
 import os
 import signal
@@ -15,17 +17,21 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from ovi.config import load_fusion_config
-from train.checkpoint import Checkpointer, TrainerState, latest_checkpoint
+from train.checkpoint import Checkpointer, TrainerState, latest_checkpoint, needs_universal, rank_slots
 from train.config import TrainConfig
 from train.data.latents import load_null_prompt
 from train.data.loader import Batch, BatchStream
 from train.encoders import Encoders, build_encoders
-from train.engine import build_engine, init_distributed
+from train.engine import build_engine, deepspeed_config, init_distributed
+from train.evaluation import InLoopEvaluator
 from train.export import DTYPES, export_checkpoint
-from train.metrics import MetricsSink, detect_peak_tflops, tower_flops
-from train.model_init import build_model
-from train.objective import FlowMatchingObjective, combine_losses, mse
+from train.metrics import MetricsSink, detect_peak_tflops
+from train.model_init import build_model, init_plans, meta_model, module_shapes
+from train.objective import FlowMatchingObjective
 from train.params import apply_trainable
+from train.preflight import Preflight, preflight
+from train.run_lock import RunLock, exit_with_launcher, launched_by_a_launcher
+from train.strategies import strategy_for
 
 log = logging.getLogger(__name__)
 
@@ -44,48 +50,61 @@ def _kill_self(where: str) -> None:
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+        if launched_by_a_launcher():
+            exit_with_launcher()  # a killed torchrun/deepspeed launcher must not leave this worker training
         self.dist = init_distributed(cfg.engine.dist_backend, cfg.engine.cpu_shm_comm)
         self.rank, self.world, self.device = self.dist.rank, self.dist.world_size, self.dist.device
-        self.fusion = cfg.stage == "fusion"
+        self.lock = RunLock(cfg.run_dir, cfg.checkpoint.lock_stale_s) if self.rank == 0 else None
+        checked = preflight(cfg, self.rank, self.world, self.lock)  # seconds; raises naming every problem
         self.model_cfg = load_fusion_config(cfg.model)
+        self._set_slots(checked)
 
+        resume = checked.resume_from
+        ds_config = deepspeed_config(cfg, self.world, load_universal=resume is not None and needs_universal(
+            resume, self.world))
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        model = build_model(cfg, self.model_cfg)
+        model = build_model(cfg, self.model_cfg, ds_config)
         counts = apply_trainable(model, cfg.trainable, cfg.frozen)
         self.log0("stage %s, %d rank(s), model %s\n%s", cfg.stage, self.world, cfg.model, counts.summary())
-        if self.fusion:
-            self.flops = (tower_flops(model.video_model, self.model_cfg.video),
-                          tower_flops(model.audio_model, self.model_cfg.audio))
-        else:
-            self.flops = (None, tower_flops(model, self.model_cfg.audio))
-        self.engine = build_engine(model, cfg, self.dist)
+        self.frozen_sources = self._frozen_sources(model) if not cfg.checkpoint.save_frozen else {}
+        self.strategy = strategy_for(cfg, model)
+        self.flop_counters = self.strategy.flop_counters()
+        self.engine = build_engine(model, cfg, self.dist, ds_config)
         self.dtype = torch.bfloat16 if cfg.engine.precision == "bf16" else torch.float32
         torch.manual_seed(derived_seed(cfg.seed, self.rank, "torch"))
 
         self.text_len = min(self.model_cfg.audio.text_len, self.model_cfg.video.text_len)
         self.encoders: Optional[Encoders] = None
         if cfg.data.source == "raw":
-            self.encoders = build_encoders(cfg.encoders, self.fusion, self.device)
+            self.encoders = build_encoders(cfg.encoders, self.strategy.has_video, self.device)
             null = self.encoders.text.encode([cfg.objective.null_prompt])[0]
         else:
             null = load_null_prompt(cfg.data.shards[0], cfg.objective.null_prompt)
-        self.objective_rng = torch.Generator().manual_seed(derived_seed(cfg.seed, self.rank, "objective"))
+        # One objective RNG per data slot (see train/checkpoint.py), so the noise follows the data on resize.
+        self.objective_rngs = {
+            s: torch.Generator().manual_seed(derived_seed(cfg.seed, s, "objective")) for s in self.slots
+        }
         self.objective = FlowMatchingObjective(
-            cfg.objective, self._fit_text(null).to(self.device), self.objective_rng
+            cfg.objective, self._fit_text(null).to(self.device), self.objective_rngs[self.slots[0]]
         )
 
-        self.checkpointer = Checkpointer(cfg.checkpoint_dir, self.rank, self.world, cfg.checkpoint.keep_last)
-        self.step, data_state = 0, None
+        self.checkpointer = Checkpointer(cfg.checkpoint_dir, self.rank, self.world, cfg.checkpoint.keep_last,
+                                         cfg.checkpoint.save_frozen)
+        self.step = 0
+        self.data_states: dict[int, Optional[dict]] = {s: None for s in self.slots}
         if cfg.checkpoint.resume:
             self.checkpointer.clean_partial()
-            path = latest_checkpoint(cfg.checkpoint_dir)
-            if path is not None:
-                state = self.checkpointer.load(self.engine, path)
-                state.restore_rng(self.objective_rng)
-                self.step, data_state = state.step, state.data_state
-                self.log0("resumed from %s at step %d", path, self.step)
-        self.data_state = data_state
-        self.batches = iter(BatchStream(cfg, self.rank, data_state))
+            if resume is not None:
+                state = self.checkpointer.load(self.engine, resume, self.slots)
+                state.restore_rng(self.objective_rngs)
+                self.step = state.step
+                self.data_states = {s: state.slots[s].data_state for s in self.slots}
+                self.log0("resumed from %s at step %d (written by %d rank(s), now %d)", resume, self.step,
+                          checked.resume_meta["world_size"], self.world)
+        # Slot s reads the stream a rank-s run with no accumulation reads: the seeds are per slot.
+        self.streams = {s: BatchStream(cfg, s, self.data_states[s]) for s in self.slots}
+        self.batches = {s: iter(b) for s, b in self.streams.items()}
+        self.nonfinite_steps = self.skipped_steps_seen = 0
         self.sink = None
         if self.rank == 0:
             wandb_cfg = {"project": cfg.logging.wandb_project, "name": cfg.logging.wandb_run_name}
@@ -96,6 +115,28 @@ class Trainer:
                 OmegaConf.to_container(OmegaConf.structured(cfg)),
             )
         self.peak_tflops = cfg.logging.peak_tflops or detect_peak_tflops()
+        self.evaluator = InLoopEvaluator(self)  # does nothing unless cfg.evaluation.enabled
+
+    def _frozen_sources(self, model: torch.nn.Module) -> dict[str, list[str]]:
+        """Frozen name -> [init file, key]: what resume and export read back when checkpoints leave them out."""
+        plan = init_plans(self.cfg, module_shapes(meta_model(self.cfg, self.model_cfg)))
+        frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+        fresh = [n for n in frozen if n not in plan]
+        if fresh:
+            raise ValueError(f"checkpoint.save_frozen=false, but frozen {fresh[0]} (and {len(fresh) - 1} more) come "
+                             "from no init file; set checkpoint.save_frozen=true")
+        return {n: [str(plan[n][0]), plan[n][1]] for n in frozen}
+
+    def _set_slots(self, checked: Preflight) -> None:
+        """This rank's data slots; on another world size the accumulation keeps the global batch (slots)."""
+        accum = self.cfg.engine.gradient_accumulation_steps
+        slots = checked.resume_meta["slots"] if checked.resume_meta else self.world * accum
+        if slots // self.world != accum:
+            self.log0("engine.gradient_accumulation_steps %d -> %d: the run has %d micro-batches per step and now "
+                      "%d rank(s)", accum, slots // self.world, slots, self.world)
+            self.cfg.engine.gradient_accumulation_steps = accum = slots // self.world
+        self.num_slots = slots
+        self.slots = rank_slots(self.rank, accum)
 
     def log0(self, msg: str, *args) -> None:
         if self.rank == 0:
@@ -109,8 +150,9 @@ class Trainer:
     def _latents(self, batch: Batch):
         """-> (video latents or None, audio latents [L, 20], text [L_text, 4096]) on the device."""
         s = batch.samples
+        has_video = self.strategy.has_video
         if self.encoders is None:
-            video = [x.video.to(self.device) for x in s] if self.fusion else None
+            video = [x.video.to(self.device) for x in s] if has_video else None
             audio = [x.audio.to(self.device) for x in s]
             text = [x.text.to(self.device) for x in s]
         else:
@@ -118,53 +160,28 @@ class Trainer:
                 text = self.encoders.text.encode([x.caption for x in s])
                 audio = [self.encoders.audio.encode(x.audio[None].to(self.device))[0].T for x in s]  # [L, 20]
                 video = None
-                if self.fusion:
+                if has_video:
                     video = [self.encoders.video.encode(x.video[None].to(self.device))[0] for x in s]
         return video, audio, [self._fit_text(c).to(self.device) for c in text]
 
-    def _flops(self, video, audio) -> float:
-        fv, fa = self.flops
-        total = 0.0
-        for i, a in enumerate(audio):
-            la = a.shape[0]
-            if video is not None:
-                v = video[i]
-                lv = v.shape[1] * (v.shape[2] // 2) * (v.shape[3] // 2)
-                total += fv.train_flops(lv, la) + fa.train_flops(la, lv)
-            else:
-                total += fa.train_flops(la, 0)
-        return total
-
-    def micro_step(self, batch: Batch) -> dict[str, float]:
+    def micro_step(self, batch: Batch, slot: Optional[int] = None) -> dict[str, float]:
         video, audio, text = self._latents(batch)
+        self.objective.generator = self.objective_rngs[self.slots[0] if slot is None else slot]
         nb = self.objective.prepare(video, audio, text, self.dtype)
-        if self.fusion:
-            v_out, a_out = self.engine(
-                video=nb.video_in,
-                audio=nb.audio_in,
-                t=nb.t,
-                video_context=nb.video_context,
-                audio_context=nb.audio_context,
-                first_frame_is_clean=nb.first_frame_is_clean,
-            )
-            loss_v = mse(v_out, nb.video_target, skip_first_frame=nb.first_frame_is_clean)
-        else:
-            a_out = self.engine(x=nb.audio_in, t=nb.t, context=nb.audio_context)
-            loss_v = None
-        loss_a = mse(a_out, nb.audio_target)
-        loss = combine_losses(self.cfg.objective, loss_v, loss_a)
-        self.engine.backward(loss)
+        streams = self.strategy.streams(nb)
+        out = self.strategy.loss(nb, streams, self.strategy.forward(self.engine, streams))
+        self.engine.backward(out.loss)
         self.engine.step()
-        tokens = sum(a.shape[0] for a in audio)
-        if video is not None:
-            tokens += sum(v.shape[1] * (v.shape[2] // 2) * (v.shape[3] // 2) for v in video)
+        tokens = self.strategy.tokens(nb)
+        loss = float(out.loss.detach())
+        finite = math.isfinite(loss)
         return {
-            "loss": float(loss.detach()),
-            "loss_video": float(loss_v.detach()) if loss_v is not None else 0.0,
-            "loss_audio": float(loss_a.detach()),
-            "tokens": float(tokens),
+            "loss": loss if finite else 0.0,  # counted below instead of turning the logged mean into NaN
+            "nonfinite": 0.0 if finite else 1.0,
+            **{k: float(v) for k, v in out.parts.items()},
+            "tokens": float(sum(sum(n) for n in tokens.values())),
             "samples": float(len(audio)),
-            "flops": self._flops(video, audio),
+            "flops": self.strategy.flops(tokens, self.flop_counters),
         }
 
     # -- loop ---------------------------------------------------------------------------------
@@ -175,14 +192,14 @@ class Trainer:
         return dict(zip(keys, t.tolist()))
 
     def save(self) -> Path:
-        state = TrainerState.capture(self.step, self.data_state, self.objective_rng)
+        slots = {s: (self.data_states[s], self.objective_rngs[s]) for s in self.slots}
+        state = TrainerState.capture(self.step, slots)
         before_commit = None
         if self.cfg.debug.kill_in_save_at_step == self.step and self.rank == 0:
             before_commit = lambda: _kill_self(f"while saving step {self.step}")  # noqa: E731
-        meta = {"stage": self.cfg.stage, "model": self.cfg.model}
-        path = self.checkpointer.save(self.engine, state, meta, before_commit)
-        self.log0("saved checkpoint %s", path)
-        return path
+        meta = {"model": self.cfg.model, "slots": self.num_slots, "frozen_sources": self.frozen_sources,
+                **asdict(self.strategy.checkpoint_metadata())}
+        return self.checkpointer.save(self.engine, state, meta, before_commit)  # logs its time and size
 
     def run(self) -> Optional[Path]:
         cfg = self.cfg
@@ -196,12 +213,14 @@ class Trainer:
         window_steps, t0 = 0, time.perf_counter()
         while self.step < cfg.max_steps:
             lr = self.engine.get_lr()[0]  # the rate this step uses (the schedule advances in engine.step)
-            for _ in range(accum):
-                batch = next(self.batches)
-                for k, v in self.micro_step(batch).items():
+            for slot in self.slots:
+                batch = next(self.batches[slot])
+                for k, v in self.micro_step(batch, slot).items():
                     sums[k] = sums.get(k, 0.0) + v
-                self.data_state = batch.state
+                self.data_states[slot] = batch.state
             self.step += 1
+            if self.lock is not None:
+                self.lock.touch()
             window_steps += 1
             if self.step % cfg.logging.every_steps == 0 or self.step == cfg.max_steps:
                 self._log(sums, window_steps, time.perf_counter() - t0, lr)
@@ -209,6 +228,9 @@ class Trainer:
             if self.step % cfg.checkpoint.every_steps == 0 or self.step == cfg.max_steps:
                 self.save()
                 t0 = time.perf_counter()  # saving time is not training throughput
+            if self.evaluator.due(self.step):
+                self.evaluator.run(self.step)
+                t0 = time.perf_counter()  # nor is evaluation time
         dist.barrier()
         if self.sink is not None:
             self.sink.close()
@@ -220,11 +242,15 @@ class Trainer:
         return export
 
     def _log(self, sums: dict[str, float], steps: int, seconds: float, lr: float) -> None:
+        # Totals since the run started (the data counts survive resumes: they are part of the data position).
+        sums = {**sums, "data_bad_samples": float(sum(b.bad_samples for b in self.streams.values())),
+                "data_bad_shards": float(sum(b.bad_shards for b in self.streams.values()))}
         g = self._reduce(sums)
+        self.nonfinite_steps += int(g.get("nonfinite", 0.0))
+        skipped = int(getattr(self.engine, "skipped_steps", 0) or 0)
         micro = steps * self.cfg.engine.gradient_accumulation_steps * self.world
         values = {
             "loss": g["loss"] / micro,
-            "loss_audio": g["loss_audio"] / micro,
             "lr": lr,
             "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
             "samples_per_s": g["samples"] / seconds,
@@ -232,17 +258,33 @@ class Trainer:
             "step_time_s": seconds / steps,
             "tflops_per_device": g["flops"] / seconds / self.world / 1e12,
         }
-        if self.fusion:
-            values["loss_video"] = g["loss_video"] / micro
+        values.update({k: g[k] / micro for k in g if k.startswith("loss_")})
+        values.update(nonfinite_losses=float(self.nonfinite_steps), skipped_steps=float(skipped),
+                      data_bad_samples=g["data_bad_samples"], data_bad_shards=g["data_bad_shards"])
+        values.update(self.checkpointer.last_save)  # the latest save's seconds and size
         if self.peak_tflops:
             values["mfu"] = values["tflops_per_device"] / self.peak_tflops
         if self.sink is not None:
             self.sink.log(self.step, values)
             shown = " ".join(f"{k} {v:.4g}" for k, v in values.items())
             log.info("step %d/%d %s", self.step, self.cfg.max_steps, shown)
+        if g.get("nonfinite", 0.0):
+            self.log0("%d micro-batch(es) with a non-finite loss in the last %d step(s); %d so far, %d optimizer "
+                      "step(s) skipped by DeepSpeed", int(g["nonfinite"]), steps, self.nonfinite_steps, skipped)
+        if self.nonfinite_steps > self.cfg.engine.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"{self.nonfinite_steps} non-finite losses, over engine.max_nonfinite_steps="
+                f"{self.cfg.engine.max_nonfinite_steps}: lower optim.lr or check the data; the last intact "
+                "checkpoint resumes the run"
+            )
 
 
 def train(cfg: TrainConfig) -> Optional[Path]:
     """Run (or resume) a training run; returns the export path on rank 0 when one is written."""
-    return Trainer(cfg).run()
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.lock is not None:
+            trainer.lock.release()
 

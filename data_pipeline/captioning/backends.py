@@ -1,5 +1,8 @@
-"""Caption backends: any OpenAI-compatible chat server (vLLM serving an omni model, ...) or a local
-transformers model. Both take (instruction, RGB frames, wav bytes) and return the model's raw text.
+"""Caption backends: any OpenAI-compatible chat server (vLLM serving an omni model, ...), a local
+transformers model, or a sidecar reader. All take (instruction, RGB frames, wav bytes, source path) and return
+a ``Reply``: raw caption text and why generation stopped ("stop", or "length" when the reply was cut off); the models ignore the source, the sidecar backend reads only it (the caption that
+``ovi-toy make`` stored in ``{stem}.json`` next to each source video; it then goes through the same
+normalisation and validation as a model's reply).
 
 Server failures (unreachable, 5xx, timeouts) are retried and then raised: a broken server must stop the run,
 not reject every clip. A 400 for one request is about that clip and comes back as ``RequestRefused``.
@@ -14,12 +17,16 @@ import os
 import time
 import urllib.error
 import urllib.request
-from typing import Protocol, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Protocol, Sequence
 
 import cv2
 import numpy as np
 
 from data_pipeline.config import CaptionConfig
+from data_pipeline.manifest import FatalError
+from ovi.toy.sidecar import read_caption
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +34,13 @@ JPEG_QUALITY = 90
 RETRY_BACKOFF_S = 2.0
 
 
-class CaptionServerError(RuntimeError):
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    finish_reason: str = "stop"  # "length": cut off at max_tokens (OpenAI's finish_reason)
+
+
+class CaptionServerError(FatalError):
     """The caption server is unreachable or failing; fix it (or caption.base_url) and re-run: the run resumes."""
 
 
@@ -40,7 +53,8 @@ class MalformedReply(Exception):
 
 
 class CaptionBackend(Protocol):
-    def generate(self, instruction: str, frames: Sequence[np.ndarray], wav: bytes) -> str: ...
+    def generate(self, instruction: str, frames: Sequence[np.ndarray], wav: bytes,
+                 source: Optional[Path] = None) -> Reply: ...
 
 
 def _fit(frame: np.ndarray, max_side: int) -> np.ndarray:
@@ -77,7 +91,8 @@ class OpenAIBackend:
         return {"model": self.cfg.model, "messages": [{"role": "user", "content": content}],
                 "max_tokens": self.cfg.max_tokens, "temperature": self.cfg.temperature}
 
-    def generate(self, instruction: str, frames: Sequence[np.ndarray], wav: bytes) -> str:
+    def generate(self, instruction: str, frames: Sequence[np.ndarray], wav: bytes,
+                 source: Optional[Path] = None) -> Reply:
         body = json.dumps(self.request_body(instruction, frames, wav)).encode("utf-8")
         headers = {"Content-Type": "application/json"}
         if self.api_key:
@@ -107,13 +122,14 @@ class OpenAIBackend:
             raise CaptionServerError(f"{self.url} failed {self.cfg.max_attempts} times; last error: {last_error}")
         try:
             text = reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
+            finish = reply["choices"][0].get("finish_reason") or "stop"
+        except (KeyError, IndexError, TypeError, AttributeError):
             raise MalformedReply(f"no choices[0].message.content in {json.dumps(reply)[:300]}") from None
         if isinstance(text, list):  # some servers return content parts
             text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
         if not isinstance(text, str):
             raise MalformedReply(f"message content is {type(text).__name__}, not text")
-        return text
+        return Reply(text, str(finish))
 
 
 class TransformersBackend:
@@ -132,7 +148,8 @@ class TransformersBackend:
                              "set caption.model_class to a class it has")
         self.model = model_cls.from_pretrained(cfg.model, torch_dtype=getattr(torch, cfg.dtype)).eval().to(cfg.device)
 
-    def generate(self, instruction: str, frames: Sequence[np.ndarray], wav: bytes) -> str:
+    def generate(self, instruction: str, frames: Sequence[np.ndarray], wav: bytes,
+                 source: Optional[Path] = None) -> Reply:
         import soundfile as sf
         import torch
         from PIL import Image
@@ -148,8 +165,30 @@ class TransformersBackend:
             out = self.model.generate(**inputs, max_new_tokens=self.cfg.max_tokens, do_sample=self.cfg.temperature > 0,
                                       temperature=self.cfg.temperature or None)
         new_tokens = out[:, inputs["input_ids"].shape[1]:]
-        return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
+        text = self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
+        return Reply(text, "length" if new_tokens.shape[1] >= self.cfg.max_tokens else "stop")
+
+
+class SidecarBackend:
+    """Captions from sidecars: ``{source stem}.json``'s ``caption`` next to the clip's source video. A clip cut
+    from a longer source gets the source's caption, so use it for sources that are one clip long (toy clips
+    are exactly 121 frames). A source without a sidecar is refused (that clip is rejected, the run goes on)."""
+
+    def __init__(self, cfg: CaptionConfig) -> None:
+        self.cfg = cfg
+
+    def generate(self, instruction: str, frames: Sequence[np.ndarray], wav: bytes,
+                 source: Optional[Path] = None) -> Reply:
+        if source is None:
+            raise ValueError("the sidecar caption backend needs the clip's source path; the caption stage passes it")
+        try:
+            return Reply(read_caption(source))
+        except (FileNotFoundError, KeyError) as e:
+            raise RequestRefused(str(e)) from None
+
+
+_BACKENDS = {"openai": OpenAIBackend, "transformers": TransformersBackend, "sidecar": SidecarBackend}
 
 
 def build_backend(cfg: CaptionConfig) -> CaptionBackend:
-    return OpenAIBackend(cfg) if cfg.backend == "openai" else TransformersBackend(cfg)
+    return _BACKENDS[cfg.backend](cfg)

@@ -42,6 +42,28 @@ def caption_error(text: str, *, require_visual: bool = True) -> Optional[str]:
     return None
 
 
+# Reasons a reply is not a caption, beyond the format rules (checked case-insensitively on the raw reply).
+_REFUSAL = re.compile(r"^\W*(i'?m sorry|i am sorry|sorry,|i apologi[sz]e|i can(?:no|')t|i am unable|i'm unable|"
+                      r"i am not able|unfortunately,? i|as an ai)|as an ai (language )?model", re.I)
+_CHATTY_LEAD = re.compile(r"^\W*(sure|certainly|of course|absolutely|okay|ok|here is|here's|below is)\b", re.I)
+_CHATTY_TAIL = re.compile(r"(let me know|hope this helps|feel free to|would you like|happy to help)[^.]*\W*$", re.I)
+_PLACEHOLDER = re.compile(r"\[[^\]]{1,60}\]|<(?![SE]>)[a-z][a-z _-]{2,40}>|lorem ipsum|\bplaceholder\b|\bTODO\b|"
+                          r"\bTBD\b|\binsert (the )?(caption|description)\b|^\W*(n/?a|none|caption)\W*$", re.I)
+
+
+def reply_problem(text: str) -> Optional[tuple[str, str]]:
+    """(reason code, message) when a model's reply is a refusal, a template with placeholders, or a caption
+    wrapped in chat (those would train the model to talk back); None otherwise. Codes: ``caption_refusal``,
+    ``caption_placeholder``, ``caption_chatty``."""
+    if _REFUSAL.search(text):
+        return "caption_refusal", "the reply is a refusal, not a caption"
+    if _PLACEHOLDER.search(text):
+        return "caption_placeholder", "the reply contains template placeholder text"
+    if _CHATTY_LEAD.search(text) or _CHATTY_TAIL.search(text):
+        return "caption_chatty", "the reply wraps the caption in conversation; reply with the caption only"
+    return None
+
+
 def utterances(text: str) -> list[str]:
     """The spoken words of a valid caption, in order."""
     return parse_prompt(text).speech

@@ -1,21 +1,17 @@
-"""Engines run one stage over its pending records and append each result to the stage manifest as it
-arrives. ``local``: a process pool on this machine; ``ray``: a Ray Data map over a (local or remote) cluster.
-Both call the same ``Stage.run`` and feed results in completion order; the manifest makes order irrelevant."""
+"""Engines run the stage chain over the pending inputs. ``local``: a process pool on this machine; ``ray``:
+one streaming Ray Data pipeline on a (local or remote) cluster. Both run the same ``Chain.step`` per stage
+and input, and the workers record results themselves, so results, shards and resume behave alike."""
 from __future__ import annotations
 
-from typing import Callable
-
-from data_pipeline.config import DataPipelineConfig
-from data_pipeline.manifest import Manifest, Record
-
-EngineFn = Callable[[str, DataPipelineConfig, list[Record], Manifest], None]
+from types import ModuleType
 
 
-def get_engine(name: str) -> EngineFn:
+def get_engine(name: str) -> ModuleType:
+    """The engine module: ``run_chain(cfg, names, records) -> RunCounts`` and ``parallel_map(cfg, fn, items)``."""
     if name == "local":
-        from data_pipeline.engines.local import run_stage
+        from data_pipeline.engines import local as engine
     elif name == "ray":
-        from data_pipeline.engines.ray_engine import run_stage
+        from data_pipeline.engines import ray_engine as engine
     else:
         raise ValueError(f"unknown engine {name!r}; use 'local' or 'ray'")
-    return run_stage
+    return engine

@@ -1,7 +1,7 @@
 """Audio split (stage-1, audio-only data): cut a file's audio track into clips for the audio tower.
 
 ``purpose=pretrain``: clips of ``min_s``..``max_s`` (12 s), each ending at the quietest short window of its
-allowed range so words are rarely cut; a tail shorter than ``min_s`` is dropped. ``purpose=finetune``:
+allowed range (the latest such window, so clips run long) so words are rarely cut; a tail shorter than ``min_s`` is dropped. ``purpose=finetune``:
 back-to-back clips of exactly ``finetune_s`` (5.04 s). Output: ``audio/{id}.wav`` (16 kHz mono PCM16).
 Reason: ``too_short`` (no clip fits).
 """
@@ -15,6 +15,8 @@ from data_pipeline.media import decode_audio
 from ovi.media import write_wav
 from data_pipeline.stages.base import Stage
 
+QUIET_TOLERANCE = 0.01  # windows within 1% of the energy range above the quietest count as equally quiet
+
 
 def quiet_cut_segments(audio: np.ndarray, cfg: AudioSplitConfig) -> list[tuple[int, int]]:
     """(start, end) sample ranges for ``purpose=pretrain``."""
@@ -26,8 +28,11 @@ def quiet_cut_segments(audio: np.ndarray, cfg: AudioSplitConfig) -> list[tuple[i
             segments.append((start, n))
             break
         span = audio[start + lo - win // 2: start + hi + win // 2].astype(np.float64) ** 2
-        energy = np.convolve(span, np.ones(win), mode="valid")  # energy of each window, by its centre
-        cut = start + lo + int(np.argmin(energy[: hi - lo + 1]))
+        energy = np.convolve(span, np.ones(win), mode="valid")[: hi - lo + 1]  # per window, by its centre
+        # The latest of the quietest windows: with several pauses (or digital silence) in range, cutting at
+        # the first one would make a 2 s clip and leave the rest for the next one.
+        floor = energy.min() + QUIET_TOLERANCE * (energy.mean() - energy.min())
+        cut = start + lo + int(np.flatnonzero(energy <= floor)[-1])
         segments.append((start, cut))
         start = cut
     return segments
@@ -42,7 +47,8 @@ class AudioSplitStage(Stage):
 
     def process(self, record: Record) -> list[Record]:
         cfg = self.cfg.audio_split
-        audio = decode_audio(self.source_path(record), cfg.sample_rate)
+        with self.source(record) as path:
+            audio = decode_audio(path, cfg.sample_rate)
         if cfg.purpose == "pretrain":
             segments = quiet_cut_segments(audio, cfg)
         else:
@@ -53,7 +59,8 @@ class AudioSplitStage(Stage):
         for k, (a, b) in enumerate(segments):
             clip_id = f"{record['id']}_{k:04d}"
             rel = f"audio/{clip_id}.wav"
-            write_wav(self.out_path(rel), audio[a:b], cfg.sample_rate)
+            with self.staged(rel) as tmp:
+                write_wav(tmp, audio[a:b], cfg.sample_rate)
             outputs.append(ok({"id": clip_id, "source": record["source"], "source_id": record["id"],
                                "start_s": round(a / cfg.sample_rate, 6), "end_s": round(b / cfg.sample_rate, 6),
                                "duration_s": round((b - a) / cfg.sample_rate, 6), "sample_rate": cfg.sample_rate,

@@ -1,7 +1,8 @@
 """Filter: drop clips that would teach the model the wrong thing, cheapest checks first.
 
+(The resolution floor, ``filter.min_width`` x ``min_height``, is applied by probe, before any clip is cut.)
 Checks and their rejection reasons, in order:
-``low_resolution`` (source below min_width x min_height), ``silent`` (mean volume below min_mean_volume_db),
+``silent`` (mean volume below min_mean_volume_db),
 ``static`` (motion score below motion.min_score), ``low_aesthetic`` (when the CLIP + LAION weights are given),
 ``balance_{none,single,multi}`` (face-category subsampling, when S3FD weights are given).
 Every computed score is kept in the record's ``scores`` (rejected clips too, to tune thresholds).
@@ -29,6 +30,12 @@ def evenly_spaced(num_frames: int, count: int) -> list[int]:
 class FilterStage(Stage):
     name = "filter"
 
+    @property
+    def loads_models(self) -> bool:
+        cfg = self.cfg.filter
+        return self.cfg.mode == "video" and (bool(cfg.motion.enabled and cfg.motion.raft_weights)
+                                             or cfg.aesthetic.enabled or cfg.face.enabled)
+
     def setup(self) -> None:
         cfg = self.cfg.filter
         self.flow = None
@@ -38,20 +45,17 @@ class FilterStage(Stage):
             return  # audio-only clips get the volume check alone
         if cfg.motion.enabled:
             self.flow = build_flow(cfg.motion.raft_weights, cfg.motion.raft_variant, cfg.motion.device)
-        if cfg.aesthetic.enabled and cfg.aesthetic.clip_model and cfg.aesthetic.predictor_weights:
+        # Enabled filters have their weights: the runner refuses to start otherwise (data_pipeline.weights).
+        if cfg.aesthetic.enabled:
             from data_pipeline.filters.aesthetic import AestheticScorer
 
             self.aesthetic = AestheticScorer(cfg.aesthetic.clip_model, cfg.aesthetic.predictor_weights,
                                              cfg.aesthetic.device)
-        elif cfg.aesthetic.enabled:
-            log.info("filter: aesthetic score off (set filter.aesthetic.clip_model and predictor_weights)")
-        if cfg.face.enabled and cfg.face.s3fd_weights:
+        if cfg.face.enabled:
             from data_pipeline.filters.faces import S3FDCounter
 
             self.faces = S3FDCounter(cfg.face.s3fd_weights, cfg.face.device, cfg.face.detect_scale,
                                      cfg.face.confidence)
-        elif cfg.face.enabled:
-            log.info("filter: face count off (set filter.face.s3fd_weights)")
 
     def process(self, record: Record) -> list[Record]:
         cfg = self.cfg.filter
@@ -60,10 +64,8 @@ class FilterStage(Stage):
         def rejected(reason: str, detail: str) -> list[Record]:
             return [reject(record, reason, detail, scores=scores)]
 
-        if self.cfg.mode == "video" and (record["width"] < cfg.min_width or record["height"] < cfg.min_height):
-            return rejected("low_resolution", f"{record['width']}x{record['height']} < "
-                                              f"{cfg.min_width}x{cfg.min_height}")
-        audio, _ = read_wav(self.out_path(record["audio"]))
+        with self.local(record["audio"]) as wav:
+            audio, _ = read_wav(wav)
         volume = mean_volume_db(audio)
         scores["mean_volume_db"] = round(volume, 3) if np.isfinite(volume) else None
         if cfg.min_mean_volume_db is not None and not volume >= cfg.min_mean_volume_db:
@@ -71,7 +73,15 @@ class FilterStage(Stage):
         if self.cfg.mode != "video":
             return [ok(record, scores=scores)]
 
-        video = self.out_path(record["video"])
+        with self.local(record["video"]) as video:
+            return self._video_checks(record, video, scores)
+
+    def _video_checks(self, record: Record, video, scores: dict) -> list[Record]:
+        cfg = self.cfg.filter
+
+        def rejected(reason: str, detail: str) -> list[Record]:
+            return [reject(record, reason, detail, scores=scores)]
+
         fields: dict = {}
         if self.flow is not None:
             pairs = pair_indices(record["num_frames"], cfg.motion.num_pairs, cfg.motion.pair_gap_frames)

@@ -2,24 +2,34 @@
 
 Per clip (parallel): crop black margins (rows/columns dark in every sampled frame), resize keeping the aspect
 ratio to the pixel area of ``target_area_side``^2 with both sides multiples of ``side_multiple`` (rounded
-down, so a square source gives 704x704 like the released model), 24 fps, h264 (+ AAC when ``mux_audio``).
-Then, in the driver (``finalize``): samples sorted by id go into shards of ``samples_per_shard`` /
-``max_shard_bytes``; ``shards/index.json`` is written last. Audio-only records need no per-clip work.
+down, so a square source gives 704x704 like the released model) with ``ovi.imaging`` (the same size rule and
+resize as generation's first frame and training), then h264 at the clip's 24 fps (+ AAC when ``mux_audio``).
+Then ``write_shards`` (after every clip is through): clips not yet in a shard, sorted by id, go into new
+shards of ``samples_per_shard`` / ``max_shard_bytes`` written in parallel by the engine's workers;
+``shards/index.json`` is rewritten last. Audio-only records need no per-clip work.
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
+import itertools
+import json
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
-from data_pipeline.manifest import Record, ok, reject
-from data_pipeline.media import decode_frames, run_ffmpeg, stored_frame_count, tmp_path_for
-from data_pipeline.shards import Sample, ShardState, plan_shards, write_index, write_shard
-from data_pipeline.stages.base import Stage
+from data_pipeline.config import DataPipelineConfig
+from data_pipeline.manifest import Manifest, Record, dumps, ok, reject
+from data_pipeline.media import decode_frames, encode_frames, iter_frames, stream_lengths
+from data_pipeline.shards import (INDEX_NAME, Member, Sample, ShardLedger, ShardPlan, StoredFile, index_document,
+                                  index_text, plan_shards, write_shard_to)
+from data_pipeline.stages.base import INTERMEDIATE_FIELDS, Stage
+from data_pipeline.storage import Storage
 from data_pipeline.stages.filter import evenly_spaced
+from ovi.imaging import RESIZE_CHUNK, resize_frames, size_for_area
 
+SHARD_DIR = "shards"
+PLAN_NAME = "pending-plan.json"  # the shards a run is writing; deleted once they are all written
+AAC_SLACK_S = 0.03  # the muxed AAC track may end up to about one AAC frame short of the clip
 CROP_SAMPLE_FRAMES = 8
 MIN_CROP_KEEP = 0.25  # never crop away more than this share of a side: the "margin" would be the picture
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -48,12 +58,19 @@ def black_margin_crop(frames: np.ndarray, threshold: float) -> tuple[int, int, i
     return int(x0), int(y0), int(cw), int(ch)
 
 
-def target_size(width: int, height: int, area_side: int, multiple: int) -> tuple[int, int]:
-    """(W, H) with W/H ~ width/height, W*H ~ area_side^2, both multiples of ``multiple`` (rounded down)."""
-    aspect = width / height
-    h = math.sqrt(area_side * area_side / aspect)
-    w = h * aspect
-    return max(multiple, int(w // multiple) * multiple), max(multiple, int(h // multiple) * multiple)
+def crop_and_resize(frames: Iterable[np.ndarray], crop: tuple[int, int, int, int], height: int, width: int,
+                    ) -> Iterator[np.ndarray]:
+    """Frames [h, w, 3] -> the picture inside ``crop`` (x, y, w, h) resized to cover (height, width) and
+    centre-cropped by ``ovi.imaging`` (the resize generation and training use), in chunks of frames."""
+    x, y, cw, ch = crop
+    for chunk in _chunks(frames, RESIZE_CHUNK):
+        yield from resize_frames(np.stack([f[y : y + ch, x : x + cw] for f in chunk]), height, width)
+
+
+def _chunks(items: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk
 
 
 class PackStage(Stage):
@@ -63,75 +80,91 @@ class PackStage(Stage):
         if self.cfg.mode != "video":
             return [ok(record)]
         cfg = self.cfg.pack
-        video = self.out_path(record["video"])
-        sample = decode_frames(video, select=evenly_spaced(record["num_frames"], CROP_SAMPLE_FRAMES))
-        x, y, cw, ch = black_margin_crop(sample, cfg.black_threshold)
-        W, H = target_size(cw, ch, cfg.target_area_side, cfg.side_multiple)
-        vf = (f"crop={cw}:{ch}:{x}:{y},scale={W}:{H}:force_original_aspect_ratio=increase:flags=lanczos,"
-              f"crop={W}:{H},setsar=1")
-        fields = {"crop": [x, y, cw, ch], "source_width": record["width"], "source_height": record["height"],
-                  "width": W, "height": H}
-        if cfg.video_member == "npy":
-            rel = f"packed/{record['id']}.npy"
-            frames = decode_frames(video, vf=vf)
-            out = self.out_path(rel)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = tmp_path_for(out)
-            np.save(tmp, frames)
-            tmp.replace(out)
-            count = len(frames)
-        else:
-            rel = f"packed/{record['id']}.mp4"
-            out = self.out_path(rel)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = tmp_path_for(out)
-            args = ["-y", "-i", str(video)]
-            audio_out: list[str] = []
-            if cfg.mux_audio:
-                args += ["-i", str(self.out_path(record["audio"]))]
-                audio_out = ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
-            args += ["-map", "0:v:0", "-vf", vf, "-frames:v", str(record["num_frames"]), "-c:v", "libx264",
-                     "-crf", str(cfg.crf), "-preset", cfg.preset, "-pix_fmt", "yuv420p", *audio_out,
-                     "-movflags", "+faststart", str(tmp)]
-            try:
-                run_ffmpeg(args)
-                count = stored_frame_count(tmp)
-                tmp.replace(out)
-            finally:
-                tmp.unlink(missing_ok=True)
+        rel = f"packed/{record['id']}.{cfg.video_member}"
+        with self.local(record["video"]) as video, self.local(record["audio"]) as audio, self.staged(rel) as tmp:
+            sample = decode_frames(video, select=evenly_spaced(record["num_frames"], CROP_SAMPLE_FRAMES))
+            crop = black_margin_crop(sample, cfg.black_threshold)
+            H, W = size_for_area(crop[2], crop[3], cfg.target_area_side**2, cfg.side_multiple)
+            fields = {"crop": list(crop), "source_width": record["width"], "source_height": record["height"],
+                      "width": W, "height": H}
+            frames = crop_and_resize(itertools.islice(iter_frames(video), record["num_frames"]), crop, H, W)
+            audio_s = None
+            if cfg.video_member == "npy":
+                packed = np.stack(list(frames))
+                np.save(tmp, packed)
+                count = len(packed)
+            else:
+                args: list[str] = []
+                audio_out: list[str] = []
+                if cfg.mux_audio:
+                    args += ["-i", str(audio)]
+                    audio_out = ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+                # No -frames:v / -shortest: the video input ends by itself after num_frames, and an output
+                # frame limit would also end the audio early.
+                args += ["-map", "0:v:0", "-vf", "setsar=1", "-c:v", "libx264", "-crf", str(cfg.crf),
+                         "-preset", cfg.preset, "-pix_fmt", "yuv420p", *audio_out, "-movflags", "+faststart"]
+                encode_frames(frames, tmp, record["fps"], args)
+                count, audio_s = stream_lengths(tmp)
         if count != record["num_frames"]:
-            return [reject(record, "pack_frame_count", f"{count} frames packed, {record['num_frames']} expected")]
+            return [reject(record, "pack_frame_count", f"{count} frames packed, {record['num_frames']} expected",
+                           packed_video=rel)]
+        want_s = record["num_samples"] / record["sample_rate"]
+        if cfg.video_member == "mp4" and cfg.mux_audio and not (audio_s and audio_s >= want_s - AAC_SLACK_S):
+            return [reject(record, "pack_audio_length", f"muxed audio {audio_s} s, clip {want_s:.3f} s",
+                           packed_video=rel)]
         return [ok(record, packed_video=rel, **fields)]
 
-    def finalize(self, accepted: list[Record]) -> dict:
-        cfg = self.cfg.pack
-        video_mode = self.cfg.mode == "video"
-        fields = META_FIELDS_AV if video_mode else META_FIELDS_AUDIO
-        samples = []
-        for r in sorted(accepted, key=lambda r: r["id"]):
-            meta = {k: r[k] for k in fields if k in r}
-            meta["id"] = r["id"]
-            members: dict[str, bytes | Path] = {"wav": self.out_path(r["audio"])}
-            if video_mode:
-                members[cfg.video_member] = self.out_path(r["packed_video"])
-            samples.append(Sample(key=r["id"], members=members, meta=meta))
-        shard_dir = self.output / "shards"
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        state = ShardState(self.output / "manifests" / "pack_shards.jsonl")
-        plans = plan_shards(samples, cfg.shard_prefix, cfg.samples_per_shard, cfg.max_shard_bytes)
-        entries, written = [], 0
-        for plan in tqdm(plans, desc="pack: shards", unit="shard", disable=not plans):
-            digest = plan.digest()
-            if not state.is_current(shard_dir, plan, digest):
-                size = write_shard(shard_dir / plan.name, plan)
-                state.record({"name": plan.name, "digest": digest, "num_samples": len(plan.samples),
-                              "num_bytes": size})
-                written += 1
-            entry = state.entries[plan.name]
-            entries.append({"name": plan.name, "num_samples": entry["num_samples"], "num_bytes": entry["num_bytes"]})
-        planned = {p.name for p in plans}
-        for stale in shard_dir.glob(f"{cfg.shard_prefix}-*.tar"):
-            if stale.name not in planned:  # left by an earlier run over more clips
-                stale.unlink()
-        index = write_index(shard_dir, entries, "audio_video" if video_mode else "audio")
-        return {"shards": index["num_shards"], "samples": index["num_samples"], "shards_written": written}
+
+def clip_sample(cfg: DataPipelineConfig, storage: Storage, record: Record) -> Sample:
+    """The shard sample of an accepted pack record; members are read from the run's storage at write time."""
+    video_mode = cfg.mode == "video"
+    meta = {k: record[k] for k in (META_FIELDS_AV if video_mode else META_FIELDS_AUDIO) if k in record}
+    meta["id"] = record["id"]
+    members: dict[str, Member] = {"wav": StoredFile(storage, record["audio"])}
+    if video_mode:
+        members[cfg.pack.video_member] = StoredFile(storage, record["packed_video"])
+    return Sample(key=record["id"], members=members, meta=meta)
+
+
+def _write_plan(job: tuple[Storage, ShardPlan, list[str]]) -> dict:
+    """Write one shard and its ledger entry, then delete the files that went into it (a worker task)."""
+    storage, plan, discard = job
+    entry = write_shard_to(storage, SHARD_DIR, plan)
+    for rel in discard:
+        storage.delete(rel)
+    return entry
+
+
+def write_shards(cfg: DataPipelineConfig, parallel_map: Callable) -> dict:
+    """Shard every accepted clip that is in no shard yet, in new shards written in parallel by the engine's
+    workers, then rewrite ``shards/index.json`` atomically. The plan is saved before any shard is written so
+    that a run killed half-way writes the same shards, under the same names, when resumed."""
+    storage = Storage(cfg.output)
+    pcfg = cfg.pack
+    records = {r["id"]: r for r in Manifest(storage, "pack").accepted()}
+    ledger = ShardLedger(storage, SHARD_DIR)
+    plan_rel = f"{SHARD_DIR}/ledger/{PLAN_NAME}"
+    if storage.exists(plan_rel):  # an interrupted run's plan: finish it as planned
+        planned = json.loads(storage.read_bytes(plan_rel))
+    else:
+        assigned = ledger.assigned()
+        new = [clip_sample(cfg, storage, records[k]) for k in sorted(records) if k not in assigned]
+        plans = plan_shards(new, pcfg.shard_prefix, pcfg.samples_per_shard, pcfg.max_shard_bytes,
+                            ledger.next_number(pcfg.shard_prefix))
+        planned = [{"name": p.name, "keys": [s.key for s in p.samples]} for p in plans]
+        storage.write_bytes(plan_rel, (dumps(planned) + "\n").encode())
+    jobs = []
+    for p in planned:
+        if p["name"] in ledger.entries:
+            continue
+        plan = ShardPlan(p["name"], [clip_sample(cfg, storage, records[k]) for k in p["keys"]])
+        discard = [] if cfg.keep_intermediates else [
+            records[k][f] for k in p["keys"] for f in INTERMEDIATE_FIELDS if records[k].get(f)]
+        jobs.append((storage, plan, discard))
+    for entry in tqdm(parallel_map(cfg, _write_plan, jobs), desc="pack: shards", unit="shard", disable=not jobs):
+        ledger.entries[entry["name"]] = entry
+    index = index_document(ledger.index_entries(), "audio_video" if cfg.mode == "video" else "audio")
+    if index["shards"]:
+        storage.write_bytes(f"{SHARD_DIR}/{INDEX_NAME}", index_text(index).encode())
+    storage.delete(plan_rel)
+    return {"shards": index["num_shards"], "samples": index["num_samples"], "shards_written": len(jobs)}

@@ -2,6 +2,7 @@
 
 Reasons: ``empty_file`` (zero bytes), ``unreadable`` (ffprobe fails: truncated index, not media, ...),
 ``no_video_stream`` (video mode), ``no_audio_stream`` (when configured to reject, and always in audio mode),
+``low_resolution`` (video mode: below filter.min_width x min_height, checked before any clip is cut),
 ``zero_duration``, ``decode_error`` (with ``probe.verify_decode``: the data ends early or is corrupt).
 """
 from __future__ import annotations
@@ -17,11 +18,12 @@ class ProbeStage(Stage):
     name = "probe"
 
     def process(self, record: Record) -> list[Record]:
+        with self.source(record) as path:
+            return self._probe(record, path)
+
+    def _probe(self, record: Record, path) -> list[Record]:
         cfg = self.cfg.probe
-        path = self.source_path(record)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} was listed as an input but is gone; re-run after restoring it")
-        if path.stat().st_size == 0:
+        if path.stat().st_size == 0:  # a file deleted since listing raises here: counted as error:<type>
             return [reject(record, "empty_file", "zero bytes")]
         try:
             info = probe(path)
@@ -32,6 +34,11 @@ class ProbeStage(Stage):
             return [reject(record, "no_video_stream", "", **fields)]
         if not info.has_audio and (self.cfg.mode == "audio" or cfg.on_missing_audio == "reject"):
             return [reject(record, "no_audio_stream", "", **fields)]
+        fcfg = self.cfg.filter
+        if self.cfg.mode == "video" and (info.width < fcfg.min_width or info.height < fcfg.min_height):
+            # Checked here, before split spends a decode and an encode per clip on it.
+            return [reject(record, "low_resolution", f"{info.width}x{info.height} < "
+                                                     f"{fcfg.min_width}x{fcfg.min_height}", **fields)]
         if info.duration_s <= 0:
             return [reject(record, "zero_duration", "", **fields)]
         if cfg.verify_decode:

@@ -6,7 +6,8 @@ variable- and other-frame-rate sources are handled alike and frame k of the anal
 keeps ``cut_margin_frames`` clear of a cut because the resampler may pick a source frame half a frame away.
 
 Outputs per clip: ``clips/{id}.mp4`` (video only, source resolution, near-lossless h264) and ``clips/{id}.wav``.
-Reasons: ``no_full_clip`` (every scene shorter than a clip), ``incomplete_clip`` (the file ends early: fewer
+Reasons: ``no_full_clip`` (every scene shorter than a clip), ``truncated`` (no clip, and far fewer frames
+decode than the container's duration promises), ``incomplete_clip`` (the file ends early: fewer
 frames decode than the container promised), ``incomplete_audio``.
 """
 from __future__ import annotations
@@ -15,12 +16,14 @@ import numpy as np
 from scenedetect.detectors import ContentDetector
 
 from data_pipeline.manifest import Record, ok, reject
-from data_pipeline.media import fit_length, iter_frames, read_wav, run_ffmpeg, stored_frame_count, tmp_path_for
+from data_pipeline.media import fit_length, iter_frames, read_wav, run_ffmpeg, stored_frame_count
 from data_pipeline.stages.base import Stage
 from ovi.media import write_wav
 
 # A clip's audio may come up this much short (codec frame granularity) before it counts as truncated.
 AUDIO_SHORTFALL_TOLERANCE_S = 0.1
+# A source whose decodable frames fall below this share of its container duration is truncated, not short.
+TRUNCATED_SHARE = 0.9
 
 
 def detect_cuts(path, fps: int, width: int, threshold: float, min_scene_frames: int) -> tuple[list[int], int]:
@@ -57,15 +60,18 @@ class SplitStage(Stage):
 
     def process(self, record: Record) -> list[Record]:
         cfg = self.cfg.split
-        path = self.source_path(record)
-        cuts, total = detect_cuts(path, cfg.fps, cfg.analysis_width, cfg.scene_threshold, cfg.min_scene_frames)
-        windows = clip_windows(cuts, total, cfg.num_frames, cfg.cut_margin_frames, cfg.max_clips_per_scene)
-        if not windows:
-            return [reject(record, "no_full_clip", f"{len(cuts) + 1} scenes, {total} frames at {cfg.fps} fps")]
-        base = {k: record[k] for k in ("source", "width", "height")}
-        base["source_id"] = record["id"]
-        base["num_scenes"] = len(cuts) + 1
-        return [self._cut(path, base, record["has_audio"], *w) for w in windows]
+        with self.source(record) as path:
+            cuts, total = detect_cuts(path, cfg.fps, cfg.analysis_width, cfg.scene_threshold, cfg.min_scene_frames)
+            windows = clip_windows(cuts, total, cfg.num_frames, cfg.cut_margin_frames, cfg.max_clips_per_scene)
+            if not windows:
+                promised = round(float(record.get("duration_s") or 0.0) * cfg.fps)
+                if total < promised * TRUNCATED_SHARE:
+                    return [reject(record, "truncated", f"{total} of {promised} frames at {cfg.fps} fps decodable")]
+                return [reject(record, "no_full_clip", f"{len(cuts) + 1} scenes, {total} frames at {cfg.fps} fps")]
+            base = {k: record[k] for k in ("source", "width", "height")}
+            base["source_id"] = record["id"]
+            base["num_scenes"] = len(cuts) + 1
+            return [self._cut(path, base, record["has_audio"], *w) for w in windows]
 
     def _cut(self, path, base: Record, has_audio: bool, scene: int, k: int, start_frame: int) -> Record:
         cfg = self.cfg.split
@@ -77,29 +83,44 @@ class SplitStage(Stage):
                   "end_s": round(start_s + dur_s, 6), "num_frames": cfg.num_frames, "fps": cfg.fps,
                   "sample_rate": cfg.sample_rate, "num_samples": num_samples, "video": video_rel,
                   "audio": audio_rel}
-        video, audio = self.out_path(video_rel), self.out_path(audio_rel)
-        video.parent.mkdir(parents=True, exist_ok=True)
-        tmp_video, tmp_audio = tmp_path_for(video), tmp_path_for(audio)
-        # One ffmpeg run cuts both streams from the same seek point, as a player would align them.
+        try:
+            with self.staged(video_rel) as tmp_video, self.staged(audio_rel) as tmp_audio:
+                self._encode(path, start_s, dur_s, has_audio, tmp_video, tmp_audio, num_samples)
+        except _Reject as r:  # the staged files are dropped
+            return reject(record, r.reason, r.detail, video=None, audio=None)
+        return ok(record)
+
+    def _encode(self, path, start_s: float, dur_s: float, has_audio: bool, tmp_video, tmp_audio,
+                num_samples: int) -> None:
+        cfg = self.cfg.split
+        # One ffmpeg run cuts both streams from the same seek point, as a player would align them. Even sides
+        # (crop at most one pixel): yuv420p h264 cannot store odd ones (1281x721 sources).
         args = ["-y", "-ss", f"{start_s:.6f}", "-i", str(path),
-                "-map", "0:v:0", "-vf", f"fps={cfg.fps}", "-frames:v", str(cfg.num_frames), "-an",
+                "-map", "0:v:0", "-vf", f"fps={cfg.fps},crop=trunc(iw/2)*2:trunc(ih/2)*2",
+                "-frames:v", str(cfg.num_frames), "-an",
                 "-c:v", "libx264", "-crf", str(cfg.crf), "-preset", cfg.preset, "-pix_fmt", "yuv420p",
                 str(tmp_video)]
+        raw_audio = tmp_audio.with_name(tmp_audio.stem + ".raw.wav")
         if has_audio:
-            args += ["-map", "0:a:0", "-vn", "-t", f"{dur_s:.6f}", "-ac", "1", "-ar", str(cfg.sample_rate),
-                     "-c:a", "pcm_s16le", str(tmp_audio)]
+            # first_pts=0 pads with silence when the audio stream starts after the video (a late first
+            # packet): a wav has no timestamps, so without it the clip's audio would start early.
+            args += ["-map", "0:a:0", "-vn", "-af", "aresample=async=1:first_pts=0", "-t", f"{dur_s:.6f}",
+                     "-ac", "1", "-ar", str(cfg.sample_rate), "-c:a", "pcm_s16le", str(raw_audio)]
         try:
             run_ffmpeg(args)
             frames = stored_frame_count(tmp_video)
             if frames < cfg.num_frames:
-                return reject(record, "incomplete_clip", f"{frames} of {cfg.num_frames} frames decodable")
-            wav = read_wav(tmp_audio)[0] if has_audio else np.zeros(0, np.float32)
-            shortfall_s = (num_samples - len(wav)) / cfg.sample_rate
-            if has_audio and shortfall_s > AUDIO_SHORTFALL_TOLERANCE_S:
-                return reject(record, "incomplete_audio", f"audio {shortfall_s:.3f} s short")
-            write_wav(audio, fit_length(wav, num_samples), cfg.sample_rate)
-            tmp_video.replace(video)
+                raise _Reject("incomplete_clip", f"{frames} of {cfg.num_frames} frames decodable")
+            wav = read_wav(raw_audio)[0] if has_audio else np.zeros(0, np.float32)
         finally:
-            tmp_video.unlink(missing_ok=True)
-            tmp_audio.unlink(missing_ok=True)
-        return ok(record)
+            raw_audio.unlink(missing_ok=True)
+        shortfall_s = (num_samples - len(wav)) / cfg.sample_rate
+        if has_audio and shortfall_s > AUDIO_SHORTFALL_TOLERANCE_S:
+            raise _Reject("incomplete_audio", f"audio {shortfall_s:.3f} s short")
+        write_wav(tmp_audio, fit_length(wav, num_samples), cfg.sample_rate)
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail

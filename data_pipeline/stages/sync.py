@@ -2,9 +2,10 @@
 
 Rule of the paper: keep a clip when its best face track (highest confidence) has |offset| <= max_abs_offset
 and confidence > min_confidence. Offsets are in SyncNet frames: the package re-encodes to 25 fps, so an
-offset of 1 is 40 ms, not 1/24 s. Clips without any face track are kept or rejected by ``on_no_face_track``.
+offset of 1 is 40 ms, not 1/24 s. Clips without any face track are rejected (``no_face_track``) or, with
+``sync.on_no_face_track=keep`` (non-speech data), kept with ``scores.sync_status = "no_face_track"``.
 Reasons: ``out_of_sync``, ``low_sync_confidence``, ``no_face_track``.
-Without both weight paths the stage is skipped (clips pass unscored) and the summary says so.
+The stage is on by default; without its weights the run refuses to start unless ``sync.enabled=false``.
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ log = logging.getLogger(__name__)
 def sync_decision(offsets: Sequence[int], confs: Sequence[float], cfg: SyncConfig) -> tuple[Optional[str], dict]:
     """(rejection reason or None, scores) for SyncNet's per-track offsets and confidences."""
     if not offsets:
-        scores = {"sync_tracks": 0}
+        # Kept clips say so in their metadata: they were never sync-checked (non-speech data).
+        scores = {"sync_tracks": 0, "sync_status": "no_face_track"}
         return ("no_face_track" if cfg.on_no_face_track == "reject" else None), scores
     best = max(range(len(confs)), key=lambda i: confs[i])
     offset, conf = int(offsets[best]), float(confs[best])
     scores = {"sync_tracks": len(offsets), "sync_offset": offset, "sync_offset_s": round(offset / SYNCNET_FPS, 4),
-              "sync_confidence": round(conf, 4)}
+              "sync_confidence": round(conf, 4), "sync_status": "checked"}
     if abs(offset) > cfg.max_abs_offset:
         return "out_of_sync", scores
     if not conf > cfg.min_confidence:
@@ -58,8 +60,11 @@ class SyncStage(Stage):
 
     @property
     def enabled(self) -> bool:
-        cfg = self.cfg.sync
-        return cfg.enabled and bool(cfg.s3fd_weights and cfg.syncnet_weights)
+        return self.cfg.sync.enabled
+
+    @property
+    def loads_models(self) -> bool:
+        return self.enabled
 
     def setup(self) -> None:
         self.pipeline = None
@@ -76,9 +81,9 @@ class SyncStage(Stage):
     def process(self, record: Record) -> list[Record]:
         if self.pipeline is None:
             return [ok(record)]
-        video, audio = self.out_path(record["video"]), self.out_path(record["audio"])
         failure = None
-        with tempfile.TemporaryDirectory(prefix="syncnet-") as work, captured_stderr() as err:
+        with self.local(record["video"]) as video, self.local(record["audio"]) as audio, \
+                tempfile.TemporaryDirectory(prefix="syncnet-") as work, captured_stderr() as err:
             try:
                 offsets, confs, *_ = self.pipeline.inference(str(video), str(audio), cache_dir=work)
             except (RuntimeError, ffmpeg.Error) as e:  # how the package reports ffmpeg failing on this clip

@@ -1,114 +1,120 @@
 """ovi-generate: prompts in, mp4 files with sound out.
 
-    ovi-generate --config configs/inference/960x960_10s.yaml --prompt "A cat ... Audio: purring"
-    ovi-generate --config configs/inference/960x960_10s.yaml --prompts-file prompts.tsv num_samples=2
-    ovi-generate --config configs/inference/tiny_cpu.yaml          # tiny random weights, CPU, seconds
+    ovi-generate --config 960x960_10s --prompt "A cat ... Audio: purring"
+    ovi-generate --config 960x960_10s --prompts-file prompts.csv num_samples=2 --skip-existing
+    ovi-generate --config tiny_cpu                         # tiny random weights, CPU, seconds
+    ovi-generate --config tiny_cpu --check                 # validate only
+    ovi-generate --list-presets | --print-config
 
-Any InferenceConfig field (ovi/config.py) can be overridden as key=value. Every prompt and image is
-checked, and every release file looked for, before a model is loaded.
+--config takes a preset name (--list-presets) or a YAML path, from any working directory. Any
+InferenceConfig field (ovi/config.py) can be overridden as key=value. Everything (settings, prompts, images,
+release files, the output folder) is checked before a model loads; each problem is one line, exit code 2.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import re
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+import time
+from dataclasses import replace
 
-from ovi.config import InferenceConfig, load_config
-from ovi.prompts import PromptError, validate_prompt
+from ovi.config import to_yaml
+from ovi.presets import DEFAULT_PRESET, list_presets, load_inference_config
+from ovi.prompt_files import Job, PromptsFileError, read_prompts_file
+from ovi.validation import InvalidRequest, check_request, resolve_seed
 
 logger = logging.getLogger("ovi.generate")
-_SLUG_CHARS = 40
+EXIT_INVALID = 2
 
 
-@dataclass
-class Job:
-    prompt: str
-    image: str | None
-
-
-def read_jobs(cfg: InferenceConfig) -> list[Job]:
-    """The prompt (+ image) of the config, or the rows of ``prompts_file`` (CSV or TSV, header required)."""
+def read_jobs(cfg) -> list[Job]:
+    """The prompt (+ image) of the config, or the rows of ``prompts_file``."""
     if bool(cfg.prompt) == bool(cfg.prompts_file):
-        raise ValueError("give exactly one of --prompt TEXT or --prompts-file PATH (CSV/TSV with a `prompt` column)")
+        raise InvalidRequest(["give exactly one of --prompt TEXT or --prompts-file PATH (CSV/TSV with a `prompt` column)"])
     if cfg.prompt:
         return [Job(cfg.prompt, cfg.image or None)]
-    path = Path(cfg.prompts_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts_file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        dialect = "excel-tab" if path.suffix.lower() in (".tsv", ".tab") else "excel"
-        rows = list(csv.DictReader(fh, dialect=dialect))
-    if not rows or "prompt" not in rows[0]:
-        raise ValueError(f"{path}: needs a header row with a `prompt` column (and optionally `image`)")
-    base = path.parent
-    jobs = []
-    for row in rows:
-        image = (row.get("image") or "").strip()
-        jobs.append(Job(row["prompt"], str(image if Path(image).is_absolute() else base / image) if image else None))
-    return jobs
+    return read_prompts_file(cfg.prompts_file)
 
 
-def check_jobs(jobs: list[Job]) -> None:
-    """Fail before any model loads: malformed prompts and missing images, all reported at once."""
-    problems = []
-    for i, job in enumerate(jobs):
-        try:
-            validate_prompt(job.prompt)
-        except PromptError as e:
-            problems.append(f"prompt {i + 1}: {e}")
-        if job.image and not Path(job.image).is_file():
-            problems.append(f"prompt {i + 1}: image not found: {job.image}")
-    if problems:
-        raise ValueError("\n".join(problems))
-
-
-def output_name(index: int, prompt: str, seed: int) -> str:
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", prompt)[:_SLUG_CHARS].strip("_") or "sample"
-    return f"{index:03d}_{slug}_seed{seed}"
-
-
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ovi-generate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="configs/inference/960x960_10s.yaml", help="inference YAML")
+    ap.add_argument("--config", default=DEFAULT_PRESET, help=f"preset name or YAML path (default {DEFAULT_PRESET})")
     # Free text goes through flags: a key=value override is parsed as YAML, and "Audio: x" is a mapping there.
     ap.add_argument("--prompt", help="the prompt (overrides the config's prompt)")
     ap.add_argument("--image", help="first frame for image-to-video")
-    ap.add_argument("--prompts-file", help="CSV/TSV with a `prompt` column and an optional `image` column")
+    ap.add_argument("--prompts-file", help="CSV/TSV: `prompt` or `text_prompt`, optional `image` or `image_path`")
+    ap.add_argument("--check", action="store_true", help="validate everything, load nothing, write nothing")
+    ap.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: new names)")
+    ap.add_argument("--skip-existing", action="store_true", help="skip samples whose mp4 exists (batch resume)")
+    ap.add_argument("--list-presets", action="store_true", help="print the packaged presets and exit")
+    ap.add_argument("--print-config", action="store_true", help="print the merged config as YAML and exit")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of InferenceConfig fields")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _config(args: argparse.Namespace):
+    cfg = load_inference_config(args.config, args.overrides)
+    if args.prompts_file:
+        cfg = replace(cfg, prompts_file=args.prompts_file, prompt="")
+    if args.prompt is not None:
+        cfg = replace(cfg, prompt=args.prompt)
+    if args.image is not None:
+        cfg = replace(cfg, image=args.image)
+    return replace(cfg, overwrite=cfg.overwrite or args.overwrite, skip_existing=cfg.skip_existing or args.skip_existing)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_intermixed_args(argv)  # key=value overrides may come before or after flags
+    if args.list_presets:
+        print("\n".join(list_presets()))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        cfg = load_config(InferenceConfig, args.config, args.overrides)
-        if args.prompts_file:
-            cfg.prompts_file, cfg.prompt = args.prompts_file, ""
-        if args.prompt is not None:
-            cfg.prompt = args.prompt
-        if args.image is not None:
-            cfg.image = args.image
+        cfg = _config(args)
+        if args.print_config:
+            print(to_yaml(cfg), end="")
+            return 0
         jobs = read_jobs(cfg)
-        check_jobs(jobs)
-        from ovi.pipeline import OviPipeline  # heavy imports only once the inputs are known to be good
-        from ovi.media import write_mp4
+        for warning in check_request(cfg, jobs):
+            logger.warning(warning)
+    except (InvalidRequest, PromptsFileError) as e:
+        for problem in e.problems:
+            print(f"ovi-generate: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    except (ValueError, FileNotFoundError) as e:  # config files and overrides (load_config names the key)
+        print(f"ovi-generate: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.check:
+        print(f"ovi-generate: ok: {len(jobs)} prompt(s) x {cfg.num_samples} sample(s) would be written to {cfg.output_dir}")
+        return 0
+    return run(cfg, jobs)
 
-        pipe = OviPipeline.from_config(cfg)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"ovi-generate: {e}", file=sys.stderr)
-        return 2
-    out_dir = Path(cfg.output_dir)
-    for i, job in enumerate(jobs):
-        for k in range(cfg.num_samples):
-            seed = cfg.seed + k
-            result = pipe.generate(job.prompt, image=job.image, seed=seed)
-            stem = out_dir / output_name(i, job.prompt, seed)
-            path = write_mp4(stem.with_suffix(".mp4"), result.video, result.audio, fps=result.fps,
-                             sample_rate=result.sample_rate,
-                             wav_path=stem.with_suffix(".wav") if cfg.save_wav else None)
-            logger.info("wrote %s", path)
+
+def run(cfg, jobs: list[Job]) -> int:
+    """Load once, then every (prompt, seed), with progress over the whole batch."""
+    from ovi.outputs import claim_stem, exists, output_stem, save_generation
+    from ovi.pipeline import OviPipeline  # heavy imports only once the inputs are known to be good
+
+    base_seed = resolve_seed(cfg.seed)  # -1: one random base for the batch, logged
+    work = [(i, job, base_seed + k) for i, job in enumerate(jobs) for k in range(cfg.num_samples)]
+    todo = [(i, job, seed) for i, job, seed in work
+            if not (cfg.skip_existing and exists(cfg.output_dir, output_stem(i, job.prompt, seed)))]
+    if len(todo) < len(work):
+        logger.info("skip_existing: %d of %d samples already written", len(work) - len(todo), len(work))
+    if not todo:
+        return 0
+    start = time.monotonic()
+    logger.info("loading models ...")
+    pipe = OviPipeline.from_config(cfg)
+    logger.info("models loaded in %.1f s", time.monotonic() - start)
+    for n, (i, job, seed) in enumerate(todo, 1):
+        t0 = time.monotonic()
+        logger.info("[%d/%d] %s, seed %d", n, len(todo), job.where, seed)
+        result = pipe.generate(job.prompt, image=job.image, seed=seed)
+        stem = claim_stem(cfg.output_dir, output_stem(i, job.prompt, seed), cfg.overwrite)
+        path = save_generation(result, stem, cfg, job.image)
+        logger.info("[%d/%d] wrote %s (%.1f s)", n, len(todo), path, time.monotonic() - t0)
     return 0
 
 

@@ -22,9 +22,9 @@ from ovi.codecs.audio_vae import (
     build_audio_vae_on_meta,
     load_audio_vae,
 )
-from ovi.codecs.audio_vae_layers import TIME_STRIDE
-from ovi.codecs.mel import HOP_LENGTH, N_FFT, N_MELS, PAD, SAMPLE_RATE, MelFrontEnd
+from ovi.codecs.mel import HOP_LENGTH, N_MELS, SAMPLE_RATE, MelFrontEnd
 from ovi.codecs.vocoder import build_vocoder_on_meta, load_vocoder
+from ovi.geometry import AUDIO_SAMPLES_PER_LATENT, audio_latents_for_samples
 
 __all__ = [
     "SAMPLE_RATE",
@@ -37,8 +37,9 @@ __all__ = [
     "build_audio_codec_on_meta",
 ]
 
-# One latent step = TIME_STRIDE mel frames = 512 samples = 32 ms.
-SAMPLES_PER_LATENT = HOP_LENGTH * TIME_STRIDE
+# One latent step = 2 mel frames (the VAE's TIME_STRIDE) of HOP_LENGTH = 512 samples = 32 ms; ovi.geometry owns
+# the number and tests/test_geometry.py checks it against this codec's strides.
+SAMPLES_PER_LATENT = AUDIO_SAMPLES_PER_LATENT
 LATENT_RATE = SAMPLE_RATE / SAMPLES_PER_LATENT  # 31.25 latents per second
 MEL_RATE = SAMPLE_RATE / HOP_LENGTH  # 62.5 mel frames per second
 
@@ -85,9 +86,11 @@ class AudioCodec(nn.Module):
 
     @staticmethod
     def num_latents(num_samples: int) -> int:
-        """Latent length for a waveform of ``num_samples`` (80,640 or 80,667 -> 157)."""
-        mel_frames = (num_samples + 2 * PAD - N_FFT) // HOP_LENGTH + 1
-        return mel_frames // TIME_STRIDE
+        """Latent length for a waveform of ``num_samples`` (80,640 or 80,667 -> 157).
+
+        The padded mel front end gives ``N // 256`` frames and the VAE halves them, so this is ``N // 512``.
+        """
+        return audio_latents_for_samples(num_samples)
 
     @staticmethod
     def num_samples(num_latents: int) -> int:

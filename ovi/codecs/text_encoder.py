@@ -23,13 +23,11 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel
 
+from ovi.release import DEFAULT_ROOT, TEXT_ENCODER, TOKENIZER
 from ovi.state_dict_utils import check_state_dict, load_release_state_dict, rename_keys
 
-RELEASE_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
-RELEASE_DIR = "checkpoints/Wan2.2-TI2V-5B"
-DOWNLOAD_HINT = f"Run `ovi-download`, which puts it into {RELEASE_DIR}/, or pass the path of your copy."
-TOKENIZER_ID = "google/umt5-xxl"
-TOKENIZER_DIR = f"{RELEASE_DIR}/google/umt5-xxl"  # where ovi-download places the tokenizer files
+TOKENIZER_ID = "google/umt5-xxl"  # its hub repo; the release ships a copy of its files (TOKENIZER_DIR)
+TOKENIZER_DIR = f"{DEFAULT_ROOT}/{TOKENIZER.local}"  # where ovi-download places the tokenizer files
 
 TEXT_LEN = 512  # tokens per prompt after padding / truncation (the DiT's text_len)
 
@@ -196,7 +194,7 @@ class TextEncoder(nn.Module):
     @classmethod
     def from_wan_checkpoint(
         cls,
-        path: str | Path = f"{RELEASE_DIR}/{RELEASE_FILE}",
+        path: str | Path = f"{DEFAULT_ROOT}/{TEXT_ENCODER.local}",
         *,
         tokenizer: str | Path | PreTrainedTokenizerBase | None = TOKENIZER_DIR,
         config_overrides: Mapping[str, Any] | None = None,
@@ -210,7 +208,7 @@ class TextEncoder(nn.Module):
         ``config_overrides`` changes ``UMT5_XXL_CONFIG`` entries (e.g. sizes of a reduced model).
         """
         state = load_release_state_dict(
-            path, what="UMT5-XXL text encoder", expected_file=RELEASE_FILE, download_hint=DOWNLOAD_HINT
+            path, what="UMT5-XXL text encoder", expected_file=TEXT_ENCODER.name, download_hint=TEXT_ENCODER.download_hint()
         )
         state = convert_wan_t5_state_dict(state)
         model = build_umt5_encoder(config_overrides, device="meta")
@@ -219,7 +217,7 @@ class TextEncoder(nn.Module):
             expected,
             state,
             source=f"{path} (after renaming Wan T5 keys to transformers')",
-            hint=f"Expected Wan's {RELEASE_FILE} (Wan-AI/Wan2.2-TI2V-5B) with config overrides "
+            hint=f"Expected Wan's {TEXT_ENCODER.name} ({TEXT_ENCODER.repo}) with config overrides "
             f"{dict(config_overrides or {})} (a model of other sizes needs matching config_overrides)",
         )
         state = {k: v.to(dtype) for k, v in state.items()}

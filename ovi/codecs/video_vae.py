@@ -22,11 +22,8 @@ import torch
 from diffusers import AutoencoderKLWan
 from torch import nn
 
+from ovi.release import DEFAULT_ROOT, VIDEO_VAE
 from ovi.state_dict_utils import check_state_dict, load_release_state_dict, rename_keys
-
-RELEASE_FILE = "Wan2.2_VAE.pth"
-RELEASE_DIR = "checkpoints/Wan2.2-TI2V-5B"
-DOWNLOAD_HINT = f"Run `ovi-download`, which puts it into {RELEASE_DIR}/, or pass the path of your copy."
 
 # The per-channel statistics Ovi (Wan2.2) normalises latents with: encode (mu - mean) / std,
 # decode z * std + mean. They live in diffusers' config fields so a diffusers-format ``vae/`` folder
@@ -258,7 +255,7 @@ class VideoVAE(nn.Module):
     @classmethod
     def from_wan_checkpoint(
         cls,
-        path: str | Path = f"{RELEASE_DIR}/{RELEASE_FILE}",
+        path: str | Path = f"{DEFAULT_ROOT}/{VIDEO_VAE.local}",
         *,
         config_overrides: Mapping[str, Any] | None = None,
         dtype: torch.dtype = torch.float32,
@@ -272,7 +269,7 @@ class VideoVAE(nn.Module):
         ``config_overrides`` changes ``WAN22_VAE_CONFIG`` entries (e.g. widths of a reduced model).
         """
         state = load_release_state_dict(
-            path, what="Wan2.2 VAE", expected_file=RELEASE_FILE, download_hint=DOWNLOAD_HINT
+            path, what="Wan2.2 VAE", expected_file=VIDEO_VAE.name, download_hint=VIDEO_VAE.download_hint()
         )
         state = convert_wan22_vae_state_dict(state)
         model = build_wan22_vae(config_overrides, device="meta")
@@ -281,7 +278,7 @@ class VideoVAE(nn.Module):
             expected,
             state,
             source=f"{path} (after renaming Wan2.2 keys to diffusers')",
-            hint=f"Expected the original {RELEASE_FILE} of Wan-AI/Wan2.2-TI2V-5B with config overrides "
+            hint=f"Expected the original {VIDEO_VAE.name} of {VIDEO_VAE.repo} with config overrides "
             f"{dict(config_overrides or {})} (a model of other widths needs matching config_overrides)",
         )
         # Cast before assigning (as the engine casts after loading): no float32 copy of the whole model.

@@ -18,8 +18,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ovi.codecs.audio_checkpoint import VOCODER_RELEASE_FILE, read_vocoder_state_dict, to_at_least_float32
+from ovi.codecs.audio_checkpoint import read_vocoder_state_dict, to_at_least_float32
 from ovi.codecs.mel import HOP_LENGTH, N_MELS
+from ovi.release import VOCODER
 from ovi.state_dict_utils import check_state_dict, rename_keys
 
 # The generator-relevant values of MMAudio's bigvgan_vocoder.yml (its other keys are training settings).
@@ -122,7 +123,7 @@ def load_vocoder(
         source=f"BigVGAN vocoder file {path}",
         hint=f"The model was built with upsample_initial_channel={cfg['upsample_initial_channel']} "
         f"(release {RELEASE_VOCODER_CONFIG['upsample_initial_channel']}); "
-        f"pass the matching vocoder_config or the released {VOCODER_RELEASE_FILE}",
+        f"pass the matching vocoder_config or the released {VOCODER.name}",
     )
     vocoder.load_state_dict(to_at_least_float32(state_dict), strict=True, assign=True)
     remove_weight_norm(vocoder)

@@ -2,13 +2,13 @@
 
 This halves the weight memory of the fusion model against bfloat16 (11.66B parameters: ~23 GB -> ~12 GB)
 at the cost of 3 mantissa bits per weight. It is storage only: activations, biases and the matmul stay
-in the activation dtype. Like the community fp8 release file (``ovi.checkpoints.FP8_FILE``) it is a
+in the activation dtype. Like the community fp8 release file (``ovi.release.FP8_FUSION``) it is a
 plain per-tensor cast without scales, so storing the weights loaded from that file is lossless.
 
 Call it on the loaded model (in its compute dtype, on any device, meta included); ``FP8Linear`` keeps
 its weight in fp8 across later ``.to(device/dtype)`` calls, which would otherwise upcast every
 floating-point parameter. On the 11B release in bfloat16 it saves 10.95 GB; the skipped layers
-(0.36 GB) and the audio tower's convolutional input embedding (~1 GB, not a Linear) stay bfloat16.
+(``Tower.high_precision_parts``, 0.36 GB) and the audio tower's convolutional input embedding (~1 GB, not a Linear) stay bfloat16.
 """
 from __future__ import annotations
 
@@ -19,23 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovi.models.layers import Linear
+from ovi.models.tower import Tower
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
 
-# Layers kept in their original dtype by default (module-name components). They carry the conditioning:
-# the time MLP/projection produce the shift/scale/gate of every block and the text MLP the context every
-# cross-attention reads, so a rounding error there shifts all tokens coherently instead of averaging
-# out, and the output head writes the velocity directly. Together they are ~1.5% of the weights, so
-# quantising them would save little. (Tower.embed also reads text_embedding's weight dtype as the
-# model's compute dtype, which must not become fp8.) ``modulation`` holds no Linear in this model; it is
-# listed so a future Linear-based modulation stays protected.
-DEFAULT_SKIP_PARTS = frozenset({"time_embedding", "time_projection", "text_embedding", "modulation", "head"})
-
-
 def default_skip(name: str) -> bool:
-    """True for the conditioning and output layers (see ``DEFAULT_SKIP_PARTS``)."""
-    return not DEFAULT_SKIP_PARTS.isdisjoint(name.split("."))
+    """True for the layers the towers keep in high precision (``Tower.high_precision_parts``: conditioning and
+    output layers). ``Tower.compute_dtype`` reads the patch embedding (a conv), which is never quantised."""
+    return Tower.is_high_precision(name)
 
 
 def to_fp8(weight: torch.Tensor) -> torch.Tensor:

@@ -9,11 +9,16 @@ audio token l (at video frame 0.19676*l) and video frame f meet on one time axis
 """
 from __future__ import annotations
 
+import contextlib
+from typing import ContextManager, Sequence
+
 import torch
 from torch import nn
 
 from ovi.config import FusionConfig
-from ovi.models.tower import CrossModalTarget, Tower, TowerTokens
+from ovi.models.cache import StepCache
+from ovi.models.stream import Stream
+from ovi.models.tower import CrossModalTarget, Tower, TowerTokens, take_rows
 
 # Released init scales the video tower's fresh cross-modal projections down so the pretrained video
 # tower is barely perturbed at the start of fusion training.
@@ -21,11 +26,18 @@ VIDEO_FUSION_INIT_SCALE = 0.1
 
 
 class FusionModel(nn.Module):
+    # Fusion block i is video_model.blocks[i] + audio_model.blocks[i], run (and checkpointed) together.
+    no_split_modules = Tower.no_split_modules
+    is_cross_modal = staticmethod(Tower.is_cross_modal)
+    is_high_precision = staticmethod(Tower.is_high_precision)
+
     def __init__(self, cfg: FusionConfig, init: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
         self.video_model = Tower(cfg.video, fusion=True)
         self.audio_model = Tower(cfg.audio, fusion=True)
+        # Optional per-block hook around fusion block i (block streaming offload, ovi.models.offload).
+        self.block_residency: BlockResidency | None = None
         if init:
             self.init_weights()
 
@@ -45,58 +57,94 @@ class FusionModel(nn.Module):
         for tower in (self.video_model, self.audio_model):
             init_tower_weights(tower)
         for name, m in self.video_model.named_modules():
-            if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in ("k_fusion", "v_fusion"):
+            if isinstance(m, nn.Linear) and Tower.is_cross_modal(name):  # k_fusion / v_fusion
                 with torch.no_grad():
                     m.weight.mul_(VIDEO_FUSION_INIT_SCALE)
 
     def forward(
         self,
-        video: list[torch.Tensor] | None,
-        audio: list[torch.Tensor] | None,
-        t: torch.Tensor,
-        video_context: list[torch.Tensor] | None = None,
-        audio_context: list[torch.Tensor] | None = None,
-        video_seq_len: int | None = None,
-        audio_seq_len: int | None = None,
-        first_frame_is_clean: bool = False,
+        video: Stream | None,
+        audio: Stream | None,
         slg_layer: int | None = None,
+        slg_rows: Sequence[int] | None = None,
+        cache: StepCache | None = None,
     ) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
-        """Velocity predictions for video latents [48, F, H, W] and audio latents [L, 20] (lists).
+        """Velocity predictions per sample for a video stream (latents [48, F, H, W]) and an audio stream ([L, 20]).
 
-        ``t`` [B] holds 1000*sigma per sample. ``first_frame_is_clean`` (image-to-video) gives the first
-        latent frame's video tokens t = 0. ``slg_layer`` skips that whole fusion block (both towers),
-        for skip-layer guidance on the negative branch; None or 0 disables it. With ``audio=None`` or
-        ``video=None`` one tower runs alone, without cross-modal attention.
+        Each stream carries its own timesteps (``1000 * sigma``, per sample or per token; t = 0 marks a clean
+        conditioning token, e.g. the first latent frame in image-to-video), text and positions. With one
+        stream ``None`` the other tower runs alone, without cross-modal attention. ``slg_layer`` skips that
+        whole fusion block (both towers), for skip-layer guidance on the negative branch; None or 0 disables it.
+        ``slg_rows``: the samples that skip it (None: all), so one batched forward can hold the positive and
+        the negative guidance branch. ``cache``: opt-in step caching (see :class:`~ovi.models.cache.StepCache`).
         """
         if video is None and audio is None:
-            raise ValueError("pass video latents, audio latents, or both")
+            raise ValueError("pass a video stream, an audio stream, or both")
         if audio is None:
-            return self.video_model(video, t, video_context, video_seq_len, first_frame_is_clean), None
+            return self.video_model(video), None
         if video is None:
-            return None, self.audio_model(audio, t, audio_context, audio_seq_len)
+            return None, self.audio_model(audio)
         if slg_layer and not 0 < slg_layer < len(self.video_model.blocks):
             raise ValueError(f"slg_layer {slg_layer} out of range 1..{len(self.video_model.blocks) - 1}")
 
-        vt = self.video_model.embed(video, t, video_context, video_seq_len, first_frame_is_clean)
-        at = self.audio_model.embed(audio, t, audio_context, audio_seq_len)
+        vt, at = self.video_model.embed(video), self.audio_model.embed(audio)
         v, a = vt.x, at.x
+        first_out: tuple[torch.Tensor, torch.Tensor] | None = None
         for i in range(len(self.video_model.blocks)):
-            if slg_layer and i == slg_layer:
-                continue
-            v, a = self.video_model.run_block(self._fusion_block, i, vt, at, v, a)
+            if i == 1 and cache is not None:  # after the first block: reuse the other blocks' cached residual?
+                first_out = (v, a)
+                if cache.can_reuse((v - vt.x, a - at.x)):
+                    v, a = cache.reuse(v, a)
+                    break
+            with self._resident(i):
+                if slg_layer and i == slg_layer:
+                    v, a = self._skip_block(i, vt, at, v, a, slg_rows)
+                else:
+                    v, a = self.video_model.run_block(self._fusion_block, i, vt, at, v, a)
+        else:
+            if cache is not None and first_out is not None:
+                cache.store(first_out, (v, a))
         return self.video_model.unembed(vt, v), self.audio_model.unembed(at, a)
+
+    def _resident(self, i: int) -> ContextManager:
+        return contextlib.nullcontext() if self.block_residency is None else self.block_residency.block(i)
+
+    def _skip_block(
+        self, i: int, vt: TowerTokens, at: TowerTokens, v: torch.Tensor, a: torch.Tensor, slg_rows: Sequence[int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Skip-layer guidance: block ``i`` runs only for the samples not in ``slg_rows``."""
+        run = [] if slg_rows is None else [r for r in range(v.shape[0]) if r not in set(slg_rows)]
+        if not run:
+            return v, a
+        v_run, a_run = self.video_model.run_block(
+            self._fusion_block, i, vt.select(run), at.select(run), take_rows(v, run), take_rows(a, run)
+        )
+        # Reassemble in row order from python slices (no index tensor on the device).
+        pos = {r: k for k, r in enumerate(run)}
+        v = torch.cat([v_run[pos[r] : pos[r] + 1] if r in pos else v[r : r + 1] for r in range(v.shape[0])])
+        a = torch.cat([a_run[pos[r] : pos[r] + 1] if r in pos else a[r : r + 1] for r in range(a.shape[0])])
+        return v, a
 
     def _fusion_block(
         self, i: int, vt: TowerTokens, at: TowerTokens, v: torch.Tensor, a: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         vb, ab = self.video_model.blocks[i], self.audio_model.blocks[i]
         backend = self.video_model.attention_backend
+        vkv = None if vt.text_kv is None else vt.text_kv[i]
+        akv = None if at.text_kv is None else at.text_kv[i]
         a = ab.self_attention(at, a, backend)
         v = vb.self_attention(vt, v, backend)
         a_before_cross = a
-        a = ab.cross_attention_ffn(at, a, CrossModalTarget(v, vt.seq_lens, vt.rope), backend)
-        v = vb.cross_attention_ffn(vt, v, CrossModalTarget(a_before_cross, at.seq_lens, at.rope), backend)
+        a = ab.cross_attention_ffn(at, a, CrossModalTarget(v, vt.seq_lens, vt.rope), backend, akv)
+        v = vb.cross_attention_ffn(vt, v, CrossModalTarget(a_before_cross, at.seq_lens, at.rope), backend, vkv)
         return v, a
+
+
+class BlockResidency:
+    """Protocol of ``FusionModel.block_residency``: ``block(i)`` is a context manager around fusion block i."""
+
+    def block(self, i: int) -> ContextManager:  # pragma: no cover - interface
+        raise NotImplementedError
 
 
 def init_tower_weights(tower: Tower) -> None:

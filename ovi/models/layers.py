@@ -33,7 +33,8 @@ class Linear(nn.Linear):
     """``nn.Linear`` that runs half-precision CPU inputs as float32 GEMMs (see :func:`widen_on_cpu`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if widen_on_cpu(x):
+        # A quantised weight (torchao tensor subclass) dequantises inside F.linear itself.
+        if widen_on_cpu(x) and type(self.weight) in (torch.Tensor, nn.Parameter):
             bias = None if self.bias is None else self.bias.float()
             return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
         return super().forward(x)

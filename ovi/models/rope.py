@@ -34,10 +34,17 @@ def rope_angles(positions: torch.Tensor, n_dims: int, scale: float = 1.0) -> tor
 
 @dataclass
 class RotaryTable:
-    """Per-token rotation for a padded batch: cos/sin [B, L, 1, P] acting on the first P pairs."""
+    """Per-token rotation for a padded batch: cos/sin [B, L, 1, P] acting on the first P pairs.
+
+    B is 1 when every sample has the same positions (it broadcasts over a batch of guidance branches).
+    """
 
     cos: torch.Tensor
     sin: torch.Tensor
+
+    def __post_init__(self) -> None:
+        # cos + i sin: one complex multiply rotates all pairs (instead of four products, a stack and a cat).
+        self.unit = torch.complex(self.cos, self.sin)  # [B, L, 1, P] complex64
 
     @property
     def num_pairs(self) -> int:
@@ -79,8 +86,7 @@ def apply_rotary(x: torch.Tensor, table: RotaryTable) -> torch.Tensor:
     """Rotate interleaved pairs of x [B, L, H, D] by ``table``; dims past 2P pass through."""
     p = table.num_pairs
     dt = torch.promote_types(x.dtype, torch.float32)
-    pairs = x[..., : 2 * p].to(dt).unflatten(-1, (p, 2))  # [B, L, H, P, 2]
-    re, im = pairs.unbind(-1)
-    cos, sin = table.cos.to(dt), table.sin.to(dt)
-    rotated = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
-    return torch.cat([rotated.to(x.dtype), x[..., 2 * p :]], dim=-1)
+    pairs = torch.view_as_complex(x[..., : 2 * p].to(dt).unflatten(-1, (p, 2)).contiguous())  # [B, L, H, P]
+    unit = table.unit if dt == torch.float32 else table.unit.to(torch.complex128)
+    rotated = torch.view_as_real(pairs * unit).flatten(-2).to(x.dtype)
+    return rotated if 2 * p == x.shape[-1] else torch.cat([rotated, x[..., 2 * p :]], dim=-1)

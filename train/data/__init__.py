@@ -1,1 +1,2 @@
-"""Training data: shard streams (shards.py), decoding (media.py, latents.py), batching (loader.py)."""
+"""Training data: raw clip -> model input (media.py), latent format (latents.py), the resumable shard
+stream (stream.py), batching (loader.py). The shard format itself is data_pipeline/shards.py."""

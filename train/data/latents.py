@@ -1,6 +1,6 @@
 """The precomputed-latent sample format written by ``train.precompute`` and read by the trainer.
 
-A latent dataset is a normal shard folder (see shards.py) plus two files::
+A latent dataset is a normal shard folder (format: data_pipeline/shards.py) plus two files::
 
     {dataset}/shards/latents-{NNNNNN}.tar, index.json
     {dataset}/null_prompt.safetensors   {"text": [L, 4096]}, metadata {"prompt": <the null prompt>}
@@ -20,6 +20,9 @@ from typing import Optional
 import torch
 from safetensors.torch import load, load_file, save, save_file
 
+from data_pipeline.shards import Sample
+from ovi.fileio import atomic_path
+
 LATENTS_EXT = "latents.safetensors"
 NULL_PROMPT_FILE = "null_prompt.safetensors"
 META_FILE = "meta.json"
@@ -33,14 +36,14 @@ class LatentSample:
     meta: dict
 
 
-def pack_latents(sample: LatentSample) -> dict[str, bytes]:
-    """-> {ext: bytes} members for one tar sample."""
+def latent_sample(key: str, sample: LatentSample) -> Sample:
+    """-> one shard sample: ``<key>.latents.safetensors`` and ``<key>.json``."""
     tensors = {"text": sample.text.contiguous()}
     if sample.audio is not None:
         tensors["audio"] = sample.audio.contiguous()
     if sample.video is not None:
         tensors["video"] = sample.video.contiguous()
-    return {LATENTS_EXT: save(tensors), "json": json.dumps(sample.meta).encode("utf-8")}
+    return Sample(key, {LATENTS_EXT: save(tensors)}, sample.meta)
 
 
 def unpack_latents(files: dict[str, bytes]) -> LatentSample:
@@ -54,9 +57,8 @@ def unpack_latents(files: dict[str, bytes]) -> LatentSample:
 
 
 def save_null_prompt(dataset: Path, prompt: str, embedding: torch.Tensor) -> None:
-    tmp = dataset / (NULL_PROMPT_FILE + ".tmp")
-    save_file({"text": embedding.contiguous()}, str(tmp), metadata={"prompt": prompt})
-    tmp.replace(dataset / NULL_PROMPT_FILE)
+    with atomic_path(dataset / NULL_PROMPT_FILE) as tmp:
+        save_file({"text": embedding.contiguous()}, str(tmp), metadata={"prompt": prompt})
 
 
 def load_null_prompt(dataset: str | Path, prompt: str) -> torch.Tensor:

@@ -1,0 +1,7 @@
+"""A procedural audio-video world with exact ground truth, and a sync metric measured from media alone.
+
+Four scene kinds (``scenes/``): balls that bounce with an impact sound at each floor contact, lights that
+flash with a tone per flash, a drawn face whose mouth follows espeak-ng speech, and a still scene with steady
+ambience. ``world.make_clip`` renders a clip of the training geometry plus its ground truth;
+``metrics.score_clip`` recovers events, colours, counts and the kind from the pixels and the waveform.
+"""
