@@ -25,6 +25,7 @@ CORE = [
     "soundfile>=0.12",
     "av>=12",  # video decoding and mp4 muxing (ovi.media)
     "pillow>=10",
+    "peft>=0.13",  # LoRA adapters (ovi/lora.py): training, and loading onto the release in generation
 ]
 TRAIN = [
     "deepspeed>=0.15",
@@ -68,7 +69,8 @@ setup(
         "train": TRAIN,
         "data": DATA,
         "eval": EVAL,
-        "dev": sorted(set(TRAIN + DATA + EVAL + DEV)),
+        "quant": ["torchao>=0.18"],  # quantize=fp8_scaled | int8 (ovi/models/quant.py)
+        "dev": sorted(set(TRAIN + DATA + EVAL + DEV + ["torchao>=0.18"])),
     },
     entry_points={
         "console_scripts": [

@@ -215,7 +215,7 @@ def main() -> None:
     if not args.skip_cache:
         print("\nstep caching, mid config, 20 steps\n")
         print("| threshold | s/step (median) | s total | steps reused | rel_l2 vs uncached |\n|---|---|---|---|---|")
-        cache_table(cases()["mid"], 20, [0.0, 0.05, 0.1, 0.2, 0.4], args.device, sync)
+        cache_table(cases()["mid"], 20, [0.0, 0.2, 0.5, 1.0, 2.0], args.device, sync)
     if not args.skip_tiers:
         print("\nmemory tiers, mid config, bfloat16, 4 steps\n")
         print("| tier | linear weights MB | peak MB | growth while sampling MB | rel_l2 vs bf16 |\n|---|---|---|---|---|")

@@ -33,6 +33,15 @@ VIDEO_STAGES = ("probe", "split", "filter", "sync", "caption", "pack")
 AUDIO_STAGES = ("probe", "audio_split", "filter", "caption", "pack")
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` -> "cuda" when this worker sees a GPU (a Ray actor with num_gpus does), else "cpu"."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @dataclass
 class Resources:
     """What one worker of a stage needs; the local engine uses ``workers``, Ray uses all three."""
@@ -73,7 +82,12 @@ class SplitConfig:
     # Frames kept clear of each cut: the fps resampler may pick a source frame up to half a frame away.
     cut_margin_frames: int = 2
     max_clips_per_scene: int = 0  # 0: as many back-to-back clips as fit
-    crf: int = 16  # intermediate clips are re-encoded once more in pack: keep them near-lossless
+    # Encode once: split crops the black margins, resizes to the packed size (ovi.imaging) and encodes with
+    # pack.crf/pack.preset, so pack only muxes the audio in (video stream copy). False: split keeps a
+    # near-lossless source-size intermediate that pack re-encodes (always so for pack.video_member=npy,
+    # whose frames must be the exact resize, not an h264 round trip).
+    final_size: bool = True
+    crf: int = 16  # the source-size intermediate (final_size false) is re-encoded in pack: near-lossless
     preset: str = "veryfast"
 
 
@@ -82,11 +96,13 @@ class MotionConfig:
     enabled: bool = True
     raft_weights: str = ""  # torchvision RAFT state dict; empty: OpenCV Farneback
     raft_variant: str = "raft_large"  # or raft_small
-    device: str = "cpu"
+    device: str = "auto"  # "auto": the GPU Ray (or CUDA_VISIBLE_DEVICES) gave this worker, else the CPU
     num_pairs: int = 8  # evenly spaced frame pairs per clip
     pair_gap_frames: int = 2
     analysis_width: int = 256
-    # Mean flow magnitude in percent of the frame diagonal per frame; below it a clip counts as static.
+    # The score is the mean flow of the busiest of regions x regions cells (1: the whole-frame mean), in percent
+    # of the frame diagonal per frame; below min_score a clip counts as static (calibration: filters/motion.py).
+    regions: int = 8
     min_score: float = 0.1
 
 
@@ -95,7 +111,7 @@ class AestheticConfig:
     enabled: bool = True  # on by default: the run refuses to start without the weights unless this is false
     clip_model: str = ""  # a transformers CLIP vision-with-projection folder (ViT-L/14 for the LAION head)
     predictor_weights: str = ""  # LAION aesthetic predictor MLP state dict (sac+logos+ava1-l14-linearMSE.pth)
-    device: str = "cpu"
+    device: str = "auto"  # "auto": the GPU Ray (or CUDA_VISIBLE_DEVICES) gave this worker, else the CPU
     num_frames: int = 3
     min_score: float = 4.5
 
@@ -104,7 +120,7 @@ class AestheticConfig:
 class FaceConfig:
     enabled: bool = True  # on by default: the run refuses to start without the weights unless this is false
     s3fd_weights: str = ""  # sfd_face.pth, the same file the sync stage uses
-    device: str = "cpu"
+    device: str = "auto"  # "auto": the GPU Ray (or CUDA_VISIBLE_DEVICES) gave this worker, else the CPU
     num_frames: int = 5
     detect_scale: float = 0.5
     confidence: float = 0.9
@@ -131,7 +147,7 @@ class SyncConfig:
     enabled: bool = True  # on by default: the run refuses to start without the weights unless this is false
     s3fd_weights: str = ""
     syncnet_weights: str = ""
-    device: str = "cpu"
+    device: str = "auto"  # "auto": the GPU Ray (or CUDA_VISIBLE_DEVICES) gave this worker, else the CPU
     max_abs_offset: int = PAPER_SYNC_MAX_ABS_OFFSET  # in 25 fps SyncNet frames
     min_confidence: float = PAPER_SYNC_MIN_CONFIDENCE
     # "reject": reason no_face_track; "keep": passed for non-speech data, with sync_status "no_face_track" in
@@ -168,7 +184,7 @@ class CaptionConfig:
     check_speech: bool = True
     # transformers backend: the class that loads `model` (a local folder) and where it runs.
     model_class: str = "Qwen2_5OmniThinkerForConditionalGeneration"
-    device: str = "cpu"
+    device: str = "auto"  # "auto": the GPU Ray (or CUDA_VISIBLE_DEVICES) gave this worker, else the CPU
     dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
@@ -253,6 +269,11 @@ class DataPipelineConfig:
         unknown = [s for s in self.stages if s not in allowed]
         if unknown:
             raise ValueError(f"stages {unknown} are not {self.mode}-mode stages; choose from {list(allowed)}")
+
+    @property
+    def encode_once(self) -> bool:
+        """Whether split writes clips at their final size (see SplitConfig.final_size)."""
+        return self.mode == "video" and self.split.final_size and self.pack.video_member == "mp4"
 
     @property
     def stage_names(self) -> tuple[str, ...]:

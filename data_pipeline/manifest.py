@@ -1,6 +1,7 @@
 """Per-stage results, one small JSON file per processed input: ``manifests/{stage}/{hh}/{input id}.json``.
 
-A result file is ``{"input": <input id>, "outputs": [<record>, ...], "seconds": <busy time>}``. One input may
+A result file is ``{"input": <input id>, "outputs": [<record>, ...], "seconds": <wall>,
+"cpu_seconds": <cpu>}``. One input may
 yield several outputs (a source becomes many clips) and all of them are in that one file, written atomically
 by the worker that processed the input (a rename on disk, one completed upload on an object store), so a kill
 never leaves an input half recorded and reprocessing an input rewrites its file instead of duplicating it.
@@ -68,9 +69,11 @@ class Manifest:
     def __contains__(self, input_id: str) -> bool:
         return self.get(input_id) is not None
 
-    def append(self, input_id: str, outputs: list[Record], seconds: float = 0.0) -> None:
-        """Record that ``input_id`` was processed into ``outputs`` (durably, before returning)."""
-        entry = {"input": input_id, "outputs": outputs, "seconds": round(seconds, 4)}
+    def append(self, input_id: str, outputs: list[Record], seconds: float = 0.0, cpu_seconds: float = 0.0) -> None:
+        """Record that ``input_id`` was processed into ``outputs`` (durably, before returning), with the wall
+        and CPU seconds it took."""
+        entry = {"input": input_id, "outputs": outputs, "seconds": round(seconds, 4),
+                 "cpu_seconds": round(cpu_seconds, 4)}
         self.storage.write_bytes(self.path(input_id), (dumps(entry) + "\n").encode("utf-8"))
         if self._cache is not None:
             self._cache[input_id] = outputs

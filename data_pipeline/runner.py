@@ -91,7 +91,7 @@ def summarise(cfg: DataPipelineConfig, storage: Storage, counts: RunCounts, elap
     for name in cfg.stage_names:
         manifest = Manifest(storage, name).load()
         entries = list(manifest.entries())
-        core_s = sum(e.get("seconds", 0.0) for e in entries)
+        core_s = sum(e.get("cpu_seconds", 0.0) for e in entries)
         outputs = sum(len(e["outputs"]) for e in entries)
         summary["stages"][name] = {
             "inputs": len(manifest),
@@ -100,7 +100,8 @@ def summarise(cfg: DataPipelineConfig, storage: Storage, counts: RunCounts, elap
             "outputs": outputs,
             "accepted": len(manifest.accepted()),
             "rejected": manifest.rejected_counts(),
-            "core_seconds": round(core_s, 3),  # busy time of the workers, summed over every recorded input
+            "core_seconds": round(core_s, 3),  # CPU time (worker + its ffmpeg runs) over every recorded input
+            "wall_seconds": round(sum(e.get("seconds", 0.0) for e in entries), 3),
             "core_seconds_per_input": round(core_s / len(entries), 4) if entries else None,
             **(extra if name == "pack" else {}),
         }

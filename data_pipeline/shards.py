@@ -9,7 +9,8 @@ written last, atomically: a folder with an index is complete.
 Tars are byte-reproducible (fixed member order, zero mtimes and owners), so a resumed pipeline run writes
 exactly the shards an uninterrupted run writes. Shard names are stable (``ShardLedger``): a written shard
 keeps its samples; clips added by a later run go to new shards. The trainer reads tars with
-``iter_tar_samples`` rather than webdataset's reader because it must restart at a sample offset inside a shard (see train/data/stream.py).
+``iter_tar_samples`` rather than webdataset's reader because it must restart at a sample offset inside a
+shard (see train/data/stream.py).
 """
 from __future__ import annotations
 

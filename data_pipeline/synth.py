@@ -10,7 +10,10 @@ import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
 
-from data_pipeline.media import run_ffmpeg
+import numpy as np
+import soundfile as sf
+
+from data_pipeline.media import encode_frames, run_ffmpeg
 from ovi.geometry import SAMPLE_RATE
 
 # Moving sources different enough in hue, saturation and brightness that PySceneDetect's default threshold
@@ -128,3 +131,45 @@ TINY_OVERRIDES = (
     "split.preset=ultrafast",
     "pack.preset=ultrafast",
 )
+
+
+def make_talking_head(path: Path, *, size: tuple[int, int] = (256, 256), seconds: float = 5.5, fps: int = 24,
+                      speech_text: str = "good evening, here is the news of the day from our studio") -> Path:
+    """A fixed-camera talking head: a still, textured studio background with a little sensor noise, a face
+    that barely moves (a 1 px sway), blinking eyes and a mouth that opens with the loudness of the espeak-ng
+    speech on the audio track. The kind of clip a whole-frame motion mean calls static."""
+    w, h = size
+    wav = speech_wav(path.with_suffix(".speech.wav"), speech_text)
+    audio, rate = sf.read(str(wav), dtype="float32")
+    wav.unlink()
+    n = round(seconds * fps)
+    audio = np.resize(audio, round(seconds * rate))  # loop the utterance under the whole clip
+    hop = rate / fps
+    loud = np.array([np.sqrt(np.mean(audio[int(i * hop): int((i + 1) * hop)] ** 2)) for i in range(n)])
+    opening = np.clip(loud / (loud.max() + 1e-9), 0, 1)  # 0 closed .. 1 wide open
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    background = (90 + 40 * np.sin(xx / 7.0) * np.cos(yy / 11.0))[..., None] * np.array([0.8, 0.9, 1.0])
+    frames = []
+    for i in range(n):
+        cx, cy = w / 2 + np.sin(i / fps * 2 * np.pi * 0.3), h * 0.48
+        img = background.copy()
+        face = ((xx - cx) / (0.17 * w)) ** 2 + ((yy - cy) / (0.24 * h)) ** 2 <= 1
+        img[face] = (205, 160, 130)
+        blink = i % (fps * 3) < 3
+        for ex in (-0.06, 0.06):
+            eye = ((xx - cx - ex * w) / (0.025 * w)) ** 2 + ((yy - cy + 0.06 * h) / (0.012 * h if blink else
+                                                                                       0.022 * h)) ** 2 <= 1
+            img[eye] = (30, 30, 40)
+        mouth = ((xx - cx) / (0.06 * w)) ** 2 + ((yy - cy - 0.11 * h) / (0.006 * h + 0.045 * h * opening[i])) ** 2 <= 1
+        img[mouth] = (90, 20, 30)
+        img += rng.normal(0, 2.0, img.shape)  # sensor noise
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+    tmp_wav = path.with_suffix(".audio.wav")
+    sf.write(str(tmp_wav), audio, rate)
+    try:
+        encode_frames(frames, path, fps, ["-i", str(tmp_wav), "-map", "0:v", "-map", "1:a", "-c:v", "libx264",
+                                          "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+    finally:
+        tmp_wav.unlink(missing_ok=True)
+    return path

@@ -174,6 +174,11 @@ class InferenceConfig:
     compile: bool = False  # torch.compile each block (first step compiles; same arithmetic)
     batch_cfg: bool = True  # both guidance branches in one forward; false: one at a time (less activation memory)
     step_cache: float = 0.0  # > 0: reuse the blocks' residual while the first block's changes less (not exact)
+    # > 1: one clip's tokens split over this many processes (Ulysses; launch with torchrun, README "Several
+    # GPUs"); the other processes' groups take other prompts. Heads (24) must divide by it.
+    sp_size: int = 1
+    vae_tiling: bool = False  # decode the video in overlapping 256-pixel tiles (seams blended; not bit-exact)
+    vae_chunk_frames: int = 0  # > 0: decode this many latent frames at a time, each moved to the CPU (exact)
 
     # Inputs and outputs.
     prompt: str = ""
@@ -194,6 +199,21 @@ class InferenceConfig:
     t2i_area: int = 1024 * 1024  # the image is made at this area (sides multiples of 16), then sized as i2v
     t2i_steps: int = 28
     t2i_guidance_scale: float = 4.5  # the reference's value for FLUX.1
+
+    # --- fine-tuned adapters and given media (issue 11; ovi/lora.py, ovi/modes.py) -----------------------
+    # LoRA adapters loaded onto the model unmerged: "PATH[:SCALE]", several comma-separated.
+    lora: str = ""
+    # How given media (V2A video, A2V audio, an extension's prefix) condition the model: "noised" (zero-shot,
+    # for the release: the given part is its ground truth noised to each step's level) or "clean" (t = 0 on
+    # it, for weights fine-tuned in that mode). See ovi/modes.py.
+    conditioning: str = "noised"
+    # Given media (ovi/modes.py; at most one of these or `image`): `video` V2A (keep it, generate its audio),
+    # `audio` A2V (keep it, generate the video), `extend` continue a clip from its last `extend_frames` latent
+    # frames (0: a quarter of the clip's latent frames) and the audio over them.
+    video: str = ""
+    audio: str = ""
+    extend: str = ""
+    extend_frames: int = 0
 
     @property
     def geometry(self) -> ClipGeometry:

@@ -69,6 +69,10 @@ class SpeedConfig:
     cache_text_kv: bool = True  # project each block's text K/V once per generation instead of every step
     step_cache: float = 0.0  # > 0: step caching threshold (ovi.models.cache; not exact); 0 disables it
 
+    def __post_init__(self) -> None:
+        if self.step_cache < 0:
+            raise ValueError(f"step_cache threshold must be >= 0 (0 disables it), got {self.step_cache}")
+
 
 def sample(
     velocity: VelocityFn,

@@ -20,8 +20,10 @@ from ovi.components import Components, load_components, random_components
 from ovi.config import FusionConfig, InferenceConfig, load_fusion_config
 from ovi.denoise import Conditioning, GuidanceConfig, SpeedConfig, denoise
 from ovi.imaging import ImageInput, first_frame, t2v_size
+from ovi.modes import Given, GivenMedia, MediaSource, denoise_given, given_inputs, load_given, write_back
+from ovi.parallel.groups import ParallelLayout, broadcast_tensors, sequence_parallel_layout
 from ovi.prompts import format_prompt, style_for_checkpoint, validate_prompt
-from ovi.validation import InvalidRequest, ModelFacts, resolve_seed, settings_problems
+from ovi.validation import InvalidRequest, ModelFacts, given_media_problems, resolve_seed, settings_problems
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,12 @@ class OviPipeline:
         if self.dtype is None:
             raise ValueError(f"dtype {cfg.dtype!r} unknown; choose one of {sorted(DTYPES)}")
         self.c.model.set_attention_backend(cfg.attention_backend)
+        if cfg.lora:  # before quantisation / compile: those wrap the adapted layers as they are
+            from ovi.lora import load_adapters, parse_adapter_arg
+
+            load_adapters(self.c.model, [parse_adapter_arg(x.strip()) for x in cfg.lora.split(",") if x.strip()])
         self._apply_memory_tiers()
+        self.layout = self._apply_sequence_parallel()
         if not cfg.cpu_offload:
             for module in self._modules():
                 module.to(self._home(module))
@@ -110,10 +117,24 @@ class OviPipeline:
 
             stream_blocks(model, self.device, cfg.offload_blocks)
 
+    def _apply_sequence_parallel(self) -> ParallelLayout:
+        """sp_size > 1: split the fusion model's tokens over this rank's SP group (ovi.parallel). Collective."""
+        from ovi.parallel.ulysses import apply_sequence_parallel
+
+        if self.cfg.sp_size > 1 and self.cfg.step_cache > 0:
+            raise ValueError("step_cache decides per rank from its own tokens; with sp_size > 1 set step_cache=0")
+        layout = sequence_parallel_layout(self.cfg.sp_size)
+        apply_sequence_parallel(self.c.model, layout)
+        if self.cfg.vae_tiling:
+            self.c.video_vae.enable_tiling()
+        return layout
+
     def _modules(self) -> list[torch.nn.Module]:
-        """The modules placed as a whole (a block-streamed fusion model places itself)."""
+        """The modules placed as a whole (a block-streamed fusion model places itself). Under SP only the group's
+        leader encodes text, images and decodes (the others' copies stay on the CPU, unused)."""
         model = [] if self.cfg.offload_blocks else [self.c.model]
-        return model + [self.c.text_encoder, self.c.video_vae, self.c.audio_codec]
+        leader = getattr(self, "layout", None) is None or self.layout.is_leader
+        return model + ([self.c.text_encoder, self.c.video_vae, self.c.audio_codec] if leader else [])
 
     def _home(self, module: torch.nn.Module) -> torch.device:
         """Where a module runs: the text encoder may be sent elsewhere (``text_encoder_device``)."""
@@ -140,11 +161,18 @@ class OviPipeline:
         image: ImageInput | None = None,
         seed: int | None = None,
         progress: bool = True,
+        video: MediaSource | None = None,
+        audio: MediaSource | None = None,
+        extend: MediaSource | None = None,
         **settings: object,
-    ) -> Generation:
+    ) -> Generation | None:
         """One sample. ``image``: path, PIL, uint8 array/tensor [H, W, 3] or float tensor [3, H, W] in [-1, 1]
         (None: text-to-video, or t2i2v with ``t2i_model``). ``seed``: None = the config's, -1 = random.
-        ``settings``: per-call overrides of the config (``PER_CALL_SETTINGS``), e.g. ``num_steps=30``."""
+        ``settings``: per-call overrides of the config (``PER_CALL_SETTINGS``), e.g. ``num_steps=30``.
+        Given media (``ovi.modes``, at most one, none with ``image``): ``video`` V2A (path, or uint8 [T, H, W, 3]
+        at 24 fps), ``audio`` A2V (path, or float [N] at 16 kHz), ``extend`` continue a clip (path or frames).
+        With ``sp_size > 1`` every rank of the SP group calls it with the same arguments; the leader returns the
+        sample, the others None."""
         unknown = sorted(set(settings) - set(PER_CALL_SETTINGS))
         if unknown:
             raise InvalidRequest([f"generate() got unknown settings {unknown}; per call: {', '.join(PER_CALL_SETTINGS)}"])
@@ -157,23 +185,33 @@ class OviPipeline:
         validate_prompt(prompt)
         text = format_prompt(prompt, self.prompt_style)
         self._check_length(text)
+        media = self._load_given(cfg, image, video, audio, extend)
 
-        with self._on_device(self.c.text_encoder) as enc:
-            pos, vneg, aneg = enc.encode([text, cfg.video_negative_prompt, cfg.audio_negative_prompt])
-        cond = Conditioning(*(e.to(self.device, self.dtype) for e in (pos, vneg, aneg)))
+        embedded = None
+        if self.layout.is_leader:  # under SP the leader encodes and broadcasts to its group
+            with self._on_device(self.c.text_encoder) as enc:
+                embedded = enc.encode([text, cfg.video_negative_prompt, cfg.audio_negative_prompt])
+        cond = Conditioning(*broadcast_tensors(embedded, self.layout, self.device, self.dtype))
 
         # The reference's sizes: t2v scales the requested [H, W] (or aspect ratio) to the area; i2v sizes
         # from the image (ovi.imaging).
         height, width = t2v_size(*((cfg.height, cfg.width) if cfg.height else cfg.aspect_ratio[::-1]), cfg.area)
         made_image = None
-        if image is None and self.text_to_image is not None:
+        if image is None and media is None and self.text_to_image is not None:  # given media: no t2i frame
             image = made_image = self.text_to_image(prompt, height, width, seed)
         clean_latent = None
         if image is not None:
             pixels = first_frame(image, cfg.area)  # [3, 1, H, W]
             height, width = pixels.shape[2:]
-            with self._on_device(self.c.video_vae) as vae:
-                clean_latent = vae.encode(pixels[None].to(self.device))[0].to(self.dtype)  # [48, 1, h, w]
+            if self.layout.is_leader:
+                with self._on_device(self.c.video_vae) as vae:
+                    clean_latent = vae.encode(pixels[None].to(self.device))[0].to(self.dtype)  # [48, 1, h, w]
+            clean_latent = broadcast_tensors([clean_latent] if self.layout.is_leader else None, self.layout,
+                                             self.device, self.dtype)[0]
+        given = None
+        if media is not None:
+            height, width = media.size or (height, width)
+            given = self._encode_given(media)
         geometry = cfg.geometry
         latent_shape = (self.c.video_vae.z_dim, geometry.latent_frames, *geometry.latent_hw(height, width))
 
@@ -190,20 +228,64 @@ class OviPipeline:
         logger.info("denoising %dx%d, %d frames, seed %d", height, width, geometry.num_frames, seed)
         with self._on_device(self.c.model) as model:
             speed = SpeedConfig(batch_cfg=cfg.batch_cfg, step_cache=cfg.step_cache)
-            video_latent, audio_latent = denoise(model, video_noise, audio_noise, cond, guide, clean_latent, progress,
-                                                 speed)
+            if given is None:
+                video_latent, audio_latent = denoise(model, video_noise, audio_noise, cond, guide, clean_latent,
+                                                     progress, speed)
+            else:
+                video_latent, audio_latent = denoise_given(model, video_noise, audio_noise, cond, guide, given,
+                                                           cfg.conditioning, seed, progress, speed)
 
+        if not self.layout.is_leader:
+            return None  # the SP group's leader decodes and returns the sample
         logger.info("decoding video and audio")
-        with self._on_device(self.c.video_vae) as vae:
-            video = vae.decode(video_latent[None])[0].float().cpu()  # [3, T, H, W]
+        video = None  # V2A keeps the input frames: no video decode
+        if media is None or media.mode != "v2a":
+            with self._on_device(self.c.video_vae) as vae:
+                video = vae.decode(video_latent[None], cfg.vae_chunk_frames, "cpu")[0].float()  # [3, T, H, W]
         with self._on_device(self.c.audio_codec) as codec:
             audio = codec.decode(audio_latent.T[None])[0].float().cpu()  # [N]
+        if media is not None:
+            video, audio = write_back(media, video, audio)
         settings_used = {name: getattr(cfg, name) for name in PER_CALL_SETTINGS}
         settings_used.update(variant=cfg.variant, prompt_style=self.prompt_style, num_frames=geometry.num_frames,
                              area=cfg.area, video_height=height, video_width=width, t2i_model=cfg.t2i_model or None,
                              mode="i2v" if made_image is None and image is not None else
-                             "t2i2v" if made_image is not None else "t2v")
+                             "t2i2v" if made_image is not None else media.mode if media is not None else "t2v")
+        if media is not None:
+            settings_used.update(given=media.source, conditioning=cfg.conditioning,
+                                 given_frames=0 if media.frames is None else media.frames.shape[1],
+                                 given_audio_samples=0 if media.wave is None else len(media.wave))
         return Generation(video, audio, geometry.fps, geometry.sample_rate, prompt, seed, settings_used, made_image)
+
+    def _load_given(self, cfg: InferenceConfig, image: object, video: MediaSource | None, audio: MediaSource | None,
+                    extend: MediaSource | None) -> GivenMedia | None:
+        """The given medium (V2A / A2V / extension) checked and prepared for the clip, or None."""
+        given = given_inputs(video, audio, extend)
+        if not given:
+            return None
+        problems = given_media_problems(given, cfg.geometry, cfg.extend_frames, image)
+        if problems:
+            raise InvalidRequest(problems)
+        (kind, source), = given.items()
+        try:
+            return load_given(kind, source, cfg.geometry, cfg.area, cfg.extend_frames)
+        except ValueError as e:
+            raise InvalidRequest([str(e)]) from None
+
+    def _encode_given(self, media: GivenMedia) -> Given:
+        """The given pixels / waveform as clean latents: video [48, k, h, w], audio [m, 20] (the leader encodes)."""
+        latents = None
+        if self.layout.is_leader:
+            latents = []
+            if media.frames is not None:
+                with self._on_device(self.c.video_vae) as vae:
+                    latents.append(vae.encode(media.frames[None].to(self.device))[0])
+            if media.wave is not None:
+                with self._on_device(self.c.audio_codec) as codec:
+                    latents.append(codec.encode(media.wave[None].to(self.device))[0].T)
+        latents = iter(broadcast_tensors(latents, self.layout, self.device, self.dtype))
+        return Given(next(latents) if media.frames is not None else None,
+                     next(latents) if media.wave is not None else None)
 
     def _check_length(self, text: str) -> None:
         """A prompt over ``text_len`` tokens is cut by the encoder: warn with the count, or refuse."""

@@ -100,7 +100,83 @@ def settings_problems(cfg: InferenceConfig, facts: ModelFacts | None = None) -> 
         p.append(f"seed={cfg.seed} out of range; use 0..2**63-1, or -1 for a random seed")
     if cfg.t2i_model and (cfg.t2i_area <= 0 or cfg.t2i_steps < 1):
         p.append(f"t2i_area={cfg.t2i_area} and t2i_steps={cfg.t2i_steps} must be >= 1")
+    p += _finetuning_problems(cfg)
     return p
+
+
+def _finetuning_problems(cfg: InferenceConfig) -> list[str]:
+    """LoRA adapter files and the given-media conditioning (issue 11)."""
+    from pathlib import Path
+
+    from ovi.lora import parse_adapter_arg
+    from ovi.modes import CONDITIONINGS
+
+    p = []
+    if cfg.conditioning not in CONDITIONINGS:
+        p.append(f"conditioning={cfg.conditioning!r} is unknown; choose one of {', '.join(CONDITIONINGS)}")
+    for item in filter(None, cfg.lora.split(",")):
+        path, _ = parse_adapter_arg(item.strip())
+        if not Path(path).is_file():
+            p.append(f"lora: adapter file {path} not found (give PATH[:SCALE], several comma-separated)")
+    if cfg.num_frames >= 1 and not 0 <= cfg.extend_frames < cfg.geometry.latent_frames:
+        p.append(f"extend_frames={cfg.extend_frames} must be 0 (auto) or 1..{cfg.geometry.latent_frames - 1}: "
+                 f"the clean prefix must leave latent frames of the {cfg.geometry.latent_frames} to generate")
+    return p
+
+
+def given_media_problems(given: dict, geometry: ClipGeometry, extend_frames: int = 0, image: object = None,
+                         where: str = "") -> list[str]:
+    """V2A / A2V / extension inputs (``ovi.modes.given_inputs``): one mode at a time, and every file a readable
+    medium with the stream its mode needs, long enough for the clip. Reads container headers only."""
+    from ovi.modes import extend_latent_frames, required_seconds
+
+    conflict = mode_conflict(list(given), image)
+    if conflict:
+        return [where + conflict]
+    if "extend" in given and extend_latent_frames(geometry, extend_frames) >= geometry.latent_frames:
+        return [f"{where}--extend: a {geometry.num_frames}-frame clip has {geometry.latent_frames} latent frame(s), "
+                "none left after the prefix; use more num_frames"]
+    p = []
+    for kind, source in given.items():
+        if not isinstance(source, (str, Path)):
+            continue  # arrays (Python API) are checked as they are loaded
+        problem = _media_problem(kind, Path(source), required_seconds(kind, geometry, extend_frames))
+        if problem:
+            p.append(where + problem)
+    return p
+
+
+def mode_conflict(given_names: list[str], image: object = None) -> str | None:
+    """The line refusing two conditioning modes at once (an image and a given video, say), or None."""
+    named = [f"--{k}" for k in given_names] + (["--image"] if image is not None and image != "" else [])
+    if len(named) < 2:
+        return None
+    return (f"{' and '.join(named)} given together; choose one mode: --image (I2AV), --video (V2A), --audio (A2V) "
+            "or --extend (continue a clip)")
+
+
+def _media_problem(kind: str, path: Path, need_s: float) -> str | None:
+    """Why the file at ``path`` cannot serve as the --``kind`` input, or None."""
+    import av
+
+    needs = "audio" if kind == "audio" else "video"
+    if not path.is_file():
+        return f"--{kind} {path}: file not found; give the path of a{'n' if needs == 'audio' else ''} {needs} file"
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams.audio if needs == "audio" else container.streams.video
+            if not streams:
+                wanted = "a sound track (wav, mp3, video with sound)" if needs == "audio" else "frames (mp4, mov, ...)"
+                return f"--{kind} {path}: no {needs} stream; give a file with {wanted}"
+            stream = streams[0]
+            seconds = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
+                       else container.duration / av.time_base if container.duration else None)
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        return f"--{kind} {path}: cannot be decoded ({' '.join(str(e).split())}); re-encode it (ffmpeg -i IN out.mp4)"
+    if seconds is not None and seconds < need_s - 1e-3:
+        fix = " or a smaller extend_frames" if kind == "extend" else ""
+        return f"--{kind} {path}: too short ({seconds:.2f} s, this needs {need_s:.2f} s); give a longer clip{fix}"
+    return None
 
 
 def _output_problems(cfg: InferenceConfig) -> list[str]:
@@ -207,6 +283,13 @@ def check_request(cfg: InferenceConfig, jobs: list[Job]) -> list[str]:
                 open_image(job.image)
             except (FileNotFoundError, ValueError) as e:
                 problems.append(f"{job.where}: {e}")
+    from ovi.modes import given_inputs
+
+    given = given_inputs(cfg.video, cfg.audio, cfg.extend)
+    if given:
+        problems += given_media_problems(given, cfg.geometry, cfg.extend_frames)
+        problems += [f"{job.where}: {c}" for job in jobs if job.image  # a prompts file's image and a given medium
+                     for c in [mode_conflict(list(given), job.image)] if c]
     if problems:
         raise InvalidRequest(problems)
     return warnings

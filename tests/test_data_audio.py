@@ -73,3 +73,12 @@ def test_audio_pipeline_shards(audio_inputs, tmp_path, purpose):
             assert len(audio) == 80_640
         else:
             assert 2.0 <= meta["duration_s"] <= 12.0
+
+
+def test_pretrain_clips_cut_at_the_latest_pause_not_the_first():
+    """Regression: with two pauses in range, the cutter took the first (a 2.0 s clip, then 10.07 s)."""
+    audio = (np.random.default_rng(1).standard_normal(int(14.0 * RATE)) * 0.3).astype(np.float32)
+    for a, b in [(2.0, 2.3), (10.0, 10.3)]:
+        audio[int(a * RATE): int(b * RATE)] = 0.0
+    segments = quiet_cut_segments(audio, AudioSplitConfig())
+    assert 10.0 * RATE <= segments[0][1] <= 10.3 * RATE, segments

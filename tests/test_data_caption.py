@@ -178,3 +178,27 @@ def test_voice_activity_check():
     assert not has_speech(np.zeros_like(t), 16_000)
     assert not has_speech(0.3 * np.sin(2 * np.pi * 220 * t), 16_000)  # a steady voiced-pitch tone
     assert not has_speech(0.1 * np.random.default_rng(0).standard_normal(len(t)), 16_000)
+
+
+def test_fake_caption_server_has_a_command_line(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "data_pipeline.fake_caption_server", "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert f"127.0.0.1:{port}/v1" in proc.stdout.readline()
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+        reply = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        assert reply["choices"][0]["message"]["content"].startswith("Audio:")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -78,3 +78,41 @@ def test_sources_from_folder_list_file_and_fsspec(tmp_path):
     with local_source(remote["source"], "memory://bucket/videos") as local:
         assert local.read_bytes() == b"remote bytes"
     assert not local.exists()  # the download lives only while a stage reads it
+
+
+def test_quality_filters_are_on_by_default_and_need_their_weights(tmp_path, capsys):
+    from data_pipeline import cli
+    from data_pipeline.weights import MissingWeights, check_weights, quality_steps
+
+    paper = load_data_config("configs/data/default.yaml", [f"input={tmp_path}", f"output={tmp_path / 'o'}"])
+    assert quality_steps(paper) == {"sync": True, "aesthetic": True, "face": True, "motion": True}
+    with pytest.raises(MissingWeights) as e:
+        check_weights(paper)
+    message = str(e.value)
+    assert "\n" not in message  # one line
+    for needed in ("syncnet_v2.model", "sfd_face.pth", "sac+logos+ava1-l14-linearMSE.pth", "robots.ox.ac.uk",
+                   "improved-aesthetic-predictor", "--disable aesthetic,face,sync"):
+        assert needed in message
+    # The CLI refuses before doing anything: exit 2, that one line, no output folder.
+    assert cli.main(["run", "--config", "configs/data/default.yaml", "--input", str(tmp_path), "--output",
+                     str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "syncnet_v2.model" in err[0] and not (tmp_path / "o").exists()
+    # Disabled explicitly (CLI flag or config), the run may start; a given path must exist.
+    check_weights(load_data_config(None, ["sync.enabled=false", "filter.aesthetic.enabled=false",
+                                          "filter.face.enabled=false"]))
+    with pytest.raises(MissingWeights, match="sync.syncnet_weights=/nope"):
+        check_weights(load_data_config(None, ["filter.aesthetic.enabled=false", "filter.face.enabled=false",
+                                              f"sync.s3fd_weights={tmp_path}", "sync.syncnet_weights=/nope"]))
+    assert load_data_config(None).sync.on_no_face_track == "reject"
+
+
+def test_gpu_stage_pools_are_sized_by_gpus():
+    from data_pipeline.engines.ray_engine import pool_size
+
+    cluster = {"CPU": 64.0, "GPU": 8.0}
+    assert pool_size(load_data_config(None, ["sync.resources.num_gpus=1"]), "sync", cluster) == 8
+    assert pool_size(load_data_config(None, ["caption.resources.num_gpus=0.5"]), "caption", cluster) == 16
+    assert pool_size(load_data_config(None, ["filter.resources.num_cpus=4"]), "filter", cluster) == 16
+    with pytest.raises(RuntimeError, match="num_gpus"):
+        pool_size(load_data_config(None, ["sync.resources.num_gpus=1"]), "sync", {"CPU": 8.0})

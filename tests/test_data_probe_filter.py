@@ -82,6 +82,9 @@ def test_filter_reasons(media_dir, tmp_path, name, reason):
     out = run_stages(cfg, ["probe", "split", "filter"], {"id": "c", "source": name})
     assert len(out) == 1
     assert (out[0]["status"], out[0]["reason"]) == (("ok", None) if reason is None else ("rejected", reason))
+    if name == "lowres.mp4":  # turned away by probe, before split spends an encode on it
+        assert "video" not in out[0] and out[0]["width"] == 48
+        return
     scores = out[0]["scores"]
     if name == "good.mp4":
         assert scores["motion"] > cfg.filter.motion.min_score and scores["mean_volume_db"] > -30
@@ -96,3 +99,37 @@ def test_volume_threshold_is_the_configured_one(media_dir, tmp_path):
     cfg = cfg_for(media_dir, tmp_path, "filter.min_mean_volume_db=-10")
     out = run_stages(cfg, ["probe", "split", "filter"], {"id": "g", "source": "good.mp4"})
     assert out[0]["reason"] == "silent" and -25 < out[0]["scores"]["mean_volume_db"] < -15
+
+
+def test_a_truncated_file_without_a_full_clip_says_so(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    synth.truncate(synth.make_video(src / "cut.mp4", scenes=(11.0,), size=SIZE, faststart=True), 0.3)
+    out = run_stages(cfg_for(src, tmp_path / "out"), ["probe", "split"], {"id": "t", "source": "cut.mp4"})
+    assert [(r["status"], r["reason"]) for r in out] == [("rejected", "truncated")], out
+
+
+def test_motion_filter_keeps_fixed_camera_talking_heads(tmp_path):
+    """Calibration: a talking head and the toy world's face scenes pass the paper's 0.1 floor on their busiest
+    region; a still shot with sensor noise does not; the whole-frame mean would call the talking head static."""
+    from ovi.toy import cli as toy_cli
+
+    src = tmp_path / "in"
+    src.mkdir()
+    synth.make_talking_head(src / "talk.mp4")
+    toy_cli.main(["make", "--out", str(src), "--num", "3", "--seed", "0", "--size", "128", "--kinds", "face"])
+    media.run_ffmpeg(["-y", "-i", str(src / "talk.mp4"), "-vf", "select=eq(n\\,0),loop=140:1:0", "-t", "5.5",
+                      "-map", "0:v", "-map", "0:a", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy",
+                      str(src / "still.mp4")])  # one frame of the same clip held: nothing moves
+    cfg = cfg_for(src, tmp_path / "out")
+    faces = sorted(p.name for p in src.glob("toy_*_face.mp4"))
+    assert faces
+    scores = {}
+    for name in ["talk.mp4", "still.mp4", *faces]:
+        (out,) = run_stages(cfg, ["probe", "split", "filter"], {"id": name.split(".")[0], "source": name})
+        scores[name] = out["scores"]["motion"]
+        assert (out["status"] == "ok") == (name != "still.mp4"), (name, out["reason"], scores[name])
+    assert scores["still.mp4"] < 0.02 and min(scores[n] for n in ["talk.mp4", *faces]) > 0.12
+    (whole,) = run_stages(cfg_for(src, tmp_path / "mean", "filter.motion.regions=1"), ["probe", "split", "filter"],
+                          {"id": "talk", "source": "talk.mp4"})
+    assert whole["reason"] == "static" and whole["scores"]["motion"] < 0.05

@@ -43,10 +43,26 @@ def inputs(tmp_path_factory) -> Path:
     return inp
 
 
+@pytest.fixture(scope="module")
+def s3fd_weights(tmp_path_factory) -> Path:
+    """Randomly initialised S3FD: makes the filter stage load a network, so Ray runs it as an actor pool."""
+    import torch
+    from syncnet_python.detectors.s3fd.nets import S3FDNet
+
+    path = tmp_path_factory.mktemp("s3fd") / "sfd_face.pth"
+    torch.manual_seed(0)
+    torch.save(S3FDNet(device="cpu").state_dict(), path)
+    return path
+
+
 @pytest.mark.slow
-def test_streaming_ray_pipeline_matches_local_engine(inputs, tmp_path):
+def test_streaming_ray_pipeline_matches_local_engine(inputs, tmp_path, s3fd_weights):
+    from data_pipeline.stages import build_stage
+
     with FakeCaptionServer() as server:
-        common = [f"input={inputs}", *synth.TINY_OVERRIDES, f"caption.base_url={server.base_url}"]
+        common = [f"input={inputs}", *synth.TINY_OVERRIDES, f"caption.base_url={server.base_url}",
+                  "filter.face.enabled=true", f"filter.face.s3fd_weights={s3fd_weights}", "filter.face.num_frames=2"]
+        assert build_stage("filter", load_data_config(None, common)).loads_models  # the actor-pool path
         local = run_pipeline(load_data_config(None, [*common, f"output={tmp_path / 'local'}", "engine.workers=1"]))
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
@@ -58,6 +74,7 @@ def test_streaming_ray_pipeline_matches_local_engine(inputs, tmp_path):
     # The run did something worth comparing: a rejection at probe and filter, clips in the shards.
     assert local["stages"]["probe"]["rejected"] == {"unreadable": 1}
     assert local["stages"]["filter"]["rejected"] == {"static": 1}
+    assert all("face_category" in r for r in Manifest(Storage(tmp_path / "ray"), "filter").accepted())
     assert ray_run["stages"]["pack"]["samples"] == local["stages"]["pack"]["samples"] == 3
     assert shards(tmp_path / "ray") == shards(tmp_path / "local") and "index.json" in shards(tmp_path / "ray")
 

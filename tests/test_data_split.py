@@ -24,8 +24,8 @@ def media_dir(tmp_path_factory) -> Path:
     return d
 
 
-def make_cfg(media_dir: Path, out: Path):
-    return load_data_config(None, [f"input={media_dir}", f"output={out}", *synth.TINY_OVERRIDES])
+def make_cfg(media_dir: Path, out: Path, *extra: str):
+    return load_data_config(None, [f"input={media_dir}", f"output={out}", *synth.TINY_OVERRIDES, *extra])
 
 
 def test_clip_windows_respect_cuts_and_margins():
@@ -127,4 +127,8 @@ def test_odd_sized_source_is_cut(tmp_path):
     cfg = make_cfg(src, tmp_path / "out")
     (clip,) = run_stages(cfg, ["probe", "split"], {"id": "odd", "source": "odd.mp4"})
     assert clip["status"] == "ok", clip
-    assert media.decode_frames(tmp_path / "out" / clip["video"]).shape == (FRAMES, 64, 96, 3)
+    assert clip["crop"] == [0, 0, 96, 64]  # cropped by a pixel to even sides
+    assert media.decode_frames(tmp_path / "out" / clip["video"]).shape == (FRAMES, clip["height"], clip["width"], 3)
+    source_size = run_stages(make_cfg(src, tmp_path / "src", "split.final_size=false"), ["probe", "split"],
+                             {"id": "odd", "source": "odd.mp4"})[0]
+    assert media.decode_frames(tmp_path / "src" / source_size["video"]).shape == (FRAMES, 64, 96, 3)

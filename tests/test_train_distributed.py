@@ -4,13 +4,17 @@ stages as a lab would run them, ZeRO-2 and ZeRO-3 for each stage:
     pretrain_z2 (precomputed, variable length)  --export-->  finetune_z3 (FFN frozen)  --export-->
     fusion_z3 (bf16; video tower from a Wan-format file)  --export-->  fusion_z2 (on-the-fly encoding,
     from the "released" fusion file); plus pretrain_z3 and finetune_z2 on raw shards encoded on the fly,
-    and a pretrain_z2 run killed while saving, then resumed.
+    and a pretrain_z2 run killed while saving, then resumed on 2 processes and (a copy) on 1; a ZeRO-3 run
+    started on 1 process and resumed on 2; ZeRO-3 and ZeRO-2 dry runs of the mid-size fusion model (per-rank
+    memory); a trainer refused by a locked run folder.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs/model/tiny.yaml"
+MID = REPO / "configs/model/mid.yaml"  # 63M parameters: 242 MiB in fp32, enough to see memory per rank
 Z2 = "engine.deepspeed_config=configs/train/deepspeed/zero2.json"
 Z3 = "engine.deepspeed_config=configs/train/deepspeed/zero3.json"
 TINY_AV = ["data.video.height=64", "data.video.width=64", "data.video.num_frames=9"]  # audio: 11 latents
@@ -57,9 +62,9 @@ class Run:
         return load_file(str(self.dir / "export" / f"{stage}.safetensors"))
 
 
-def torchrun(run_dir: Path, stage: str, *overrides: str) -> Run:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "train.cli", "--config", f"configs/train/{stage}.yaml", f"model={TINY}", f"run_dir={run_dir}",
+def torchrun(run_dir: Path, stage: str, *overrides: str, nproc: int = 2, cli: tuple[str, ...] = ()) -> Run:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "train.cli", *cli, "--config", f"configs/train/{stage}.yaml", f"model={TINY}", f"run_dir={run_dir}",
            *COMMON, *overrides]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -88,7 +93,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.nn.init.normal_(wan.head.head.weight, std=0.02)  # a trained tower's head is not zero
     wan_file = root / "wan.safetensors"
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in wan.state_dict().items()}, str(wan_file))
-    return {"audio": audio, "av": av, "audio_lat": root / "audio_lat", "av_lat": root / "av_lat", "wan": wan_file}
+    mid = load_fusion_config(MID)
+    for side in ("video", "audio"):
+        tower = Tower(getattr(mid, side), fusion=False)  # as released: no cross-modal layers (fresh in the run)
+        init_tower_weights(tower)
+        save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(root / f"mid_{side}.safetensors"))
+    return {"audio": audio, "av": av, "audio_lat": root / "audio_lat", "av_lat": root / "av_lat", "wan": wan_file,
+            "mid_video": root / "mid_video.safetensors", "mid_audio": root / "mid_audio.safetensors"}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +109,14 @@ def runs(data, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     pretrain = ["max_steps=4", f"data.shards=[{data['audio_lat']}]", "data.audio.seconds=2.0"]
     r["pretrain_z2"] = ok(torchrun(root / "pretrain_z2", "audio_pretrain", Z2, *pretrain))
     r["killed"] = torchrun(root / "resume", "audio_pretrain", Z2, *pretrain, "debug.kill_in_save_at_step=4")
+    shutil.copytree(root / "resume", root / "resume_1p")
     r["resumed"] = ok(torchrun(root / "resume", "audio_pretrain", Z2, *pretrain))
+    # Elastic: the killed 2-rank run finished on 1 rank (accumulation 1 -> 2); a 1-rank ZeRO-3 run (accumulation 2)
+    # continued on 2 ranks. Both have the reference's 2 micro-batches of 2 samples per step.
+    r["resumed_1p"] = ok(torchrun(root / "resume_1p", "audio_pretrain", Z2, *pretrain, nproc=1))
+    grow = [Z3, "max_steps=2", "engine.gradient_accumulation_steps=2", *pretrain[1:]]
+    r["grow_1p"] = ok(torchrun(root / "grow", "audio_pretrain", *grow, nproc=1))
+    r["grow_2p"] = ok(torchrun(root / "grow", "audio_pretrain", Z3, *pretrain))
     r["pretrain_z3"] = ok(torchrun(root / "pretrain_z3", "audio_pretrain", Z3, "max_steps=2", "data.source=raw",
                                    f"data.shards=[{data['audio']}]", "encoders.kind=random", "data.audio.seconds=2.0"))
     stage1 = r["pretrain_z2"].dir / "export/audio_pretrain.safetensors"
@@ -118,6 +136,11 @@ def runs(data, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
                                  "init.audio_tower=null", f"init.fusion={release}", "data.source=raw",
                                  f"data.shards=[{data['av']}]", "encoders.kind=random", *TINY_AV,
                                  "engine.gradient_accumulation_steps=2", "objective.first_frame_clean_prob=1.0"))
+    # Dry runs of the fusion stage at mid size from two tower files (the 11B recipe's path), fp32.
+    mid = [f"model={MID}", f"init.video_tower={data['mid_video']}", f"init.audio_tower={data['mid_audio']}",
+           f"data.shards=[{data['av_lat']}]", *TINY_AV]
+    r["dry_z3"] = ok(torchrun(root / "dry_z3", "fusion", Z3, *mid, cli=("--dry-run",)))
+    r["dry_z2"] = ok(torchrun(root / "dry_z2", "fusion", Z2, *mid, cli=("--dry-run",)))
     return r
 
 
@@ -208,3 +231,56 @@ def test_fusion_export_loads_in_the_release_format_and_samples(runs) -> None:
     assert torch.isfinite(xv).all() and torch.isfinite(xa).all()
     meta = json.loads((runs["fusion_z2"].dir / "checkpoints/step_000002/trainer.json").read_text())
     assert meta["stage"] == "fusion" and meta["world_size"] == 2
+
+
+def build_peaks(run: Run) -> list[float]:
+    """Per rank: peak host memory of the model build, as a fraction of the whole model's parameters."""
+    return [float(x) for x in re.findall(r"rank \d: build peak \+\d+ MiB host \(([\d.]+) x the", run.log)]
+
+
+def test_zero3_builds_about_one_over_world_of_the_model_per_rank(runs) -> None:
+    zero3, zero2 = build_peaks(runs["dry_z3"]), build_peaks(runs["dry_z2"])
+    assert len(zero3) == len(zero2) == 2, runs["dry_z3"].log[-3000:]
+    # 1/2 of the model on 2 ranks (partitioned as built, files read by rank 0) plus DeepSpeed's ~46 MiB overhead.
+    assert all(0.3 < f < 0.75 for f in zero3), zero3
+    assert all(f > 0.9 for f in zero2), zero2  # ZeRO-2 keeps whole weights on every rank: what the probe sees
+    assert "model built (ZeRO-3 partitioned)" in runs["dry_z3"].log
+    assert not list((runs["dry_z3"].dir / "checkpoints").glob("step_*"))  # a dry run trains nothing
+
+
+@pytest.mark.parametrize("name, layout", [("resumed_1p", "written by 2 rank(s), now 1"),
+                                          ("grow_2p", "written by 1 rank(s), now 2")])
+def test_resume_on_another_world_size_continues_the_run(runs, name: str, layout: str) -> None:
+    run, reference = runs[name], runs["pretrain_z2"]  # the reference: 2 ranks throughout, ZeRO-2
+    assert layout in run.log and "resumed from" in run.log
+    steps = (3, 4) if name == "resumed_1p" else (1, 2, 3, 4)  # grow: steps 1-2 ran on 1 rank (grow_1p)
+    metrics = {**(runs["grow_1p"].metrics if name == "grow_2p" else {}), **run.metrics}
+    for step in steps:  # same samples, same noise; only the order of fp32 sums differs
+        assert metrics[step]["loss"] == pytest.approx(reference.metrics[step]["loss"], rel=1e-4), step
+        assert metrics[step]["grad_norm"] == pytest.approx(reference.metrics[step]["grad_norm"], rel=1e-3), step
+    # The data position carried over exactly: every slot's stream and noise state equals the reference's.
+    for slot in (0, 1):
+        mine = torch.load(run.dir / "checkpoints/step_000004" / f"trainer_slot{slot:05d}.pt", weights_only=False)
+        ref = torch.load(reference.dir / "checkpoints/step_000004" / f"trainer_slot{slot:05d}.pt", weights_only=False)
+        assert mine["data_state"] == ref["data_state"] and torch.equal(mine["objective_rng"], ref["objective_rng"])
+    a, b = run.export("audio_pretrain"), reference.export("audio_pretrain")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in b)
+
+
+def test_a_second_trainer_on_a_locked_run_folder_is_refused(data, tmp_path: Path) -> None:
+    run_dir = tmp_path / "locked"
+    hold = (f"from train.run_lock import RunLock; import time; RunLock({str(run_dir)!r}).acquire(); "
+            "print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", hold], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cmd = [sys.executable, "-m", "train.cli", "--config", "configs/train/audio_pretrain.yaml", f"model={TINY}",
+               f"run_dir={run_dir}", f"data.shards=[{data['audio_lat']}]", "data.audio.seconds=2.0", "max_steps=1"]
+        env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert f"in use by another trainer (host {os.uname().nodename}, pid {holder.pid}" in done.stderr
+        assert "model built" not in done.stderr and not (run_dir / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -16,7 +16,8 @@ import torch
 from data_pipeline.shards import iter_tar_samples, read_index
 from ovi.checkpoints import load_fusion_checkpoint, save_fusion_checkpoint
 from ovi.config import load_fusion_config
-from ovi.denoise import Conditioning, GuidanceConfig, denoise
+from ovi.denoise import Conditioning, GuidanceConfig, guided_velocity
+from ovi.denoise import sample as loop
 from ovi.models.fusion import FusionModel
 from train.data.latents import unpack_latents
 from train.precompute import main as precompute_main
@@ -39,22 +40,27 @@ def rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x - ref).norm() / ref.norm())
 
 
-def sample(model, text, shapes) -> tuple[torch.Tensor, torch.Tensor]:
-    """The generation pipeline's denoising loop (ovi.denoise) from seeded noise; guidance scale 1 (the positive
-    branch alone: the one-clip model was trained without text dropout)."""
+def release_velocity(model, text):
+    """The generation pipeline's guided velocity (ovi.denoise) with guidance scale 1 (the positive branch alone:
+    the one-clip model was trained without text dropout)."""
+    guide = GuidanceConfig("unipc", SAMPLING_STEPS, SHIFT, video_scale=1.0, audio_scale=1.0, slg_layer=0)
+    return guided_velocity(model, Conditioning(text, text, text), guide)
+
+
+def sample(velocity, shapes) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generation pipeline's denoising loop (ovi.denoise.sample) from seeded noise."""
     g = torch.Generator().manual_seed(123)
     xv, xa = torch.randn(shapes[0], generator=g), torch.randn(shapes[1], generator=g)
-    guide = GuidanceConfig("unipc", SAMPLING_STEPS, SHIFT, video_scale=1.0, audio_scale=1.0, slg_layer=0)
     with torch.no_grad():
-        return denoise(model, xv, xa, Conditioning(text, text, text), guide, progress=False)
+        return loop(velocity, xv, xa, "unipc", SAMPLING_STEPS, SHIFT, progress=False)
 
 
-def flipped(model):
-    """The model read with the opposite velocity convention (v = x0 - eps)."""
+def flipped(velocity):
+    """The velocity read with the opposite convention (v = x0 - eps)."""
 
-    def run(*args, **kwargs):
-        v, a = model(*args, **kwargs)
-        return [-x for x in v], [-x for x in a]
+    def run(x_v, x_a, t):
+        v, a = velocity(x_v, x_a, t)
+        return -v, -a
 
     return run
 
@@ -96,8 +102,10 @@ def test_overfit_one_clip_then_sample(tmp_path: Path) -> None:
     clip = unpack_latents(files)
     x0v, x0a, text = clip.video.float(), clip.audio.float(), clip.text.float()
     torch.set_num_threads(1)
-    xv, xa = sample(model, text, (x0v.shape, x0a.shape))
+    with torch.no_grad():
+        velocity = release_velocity(model, text)
+    xv, xa = sample(velocity, (x0v.shape, x0a.shape))
     assert rel_l2(xv, x0v) < CLOSE and rel_l2(xa, x0a) < CLOSE, (rel_l2(xv, x0v), rel_l2(xa, x0a))
     # Control: the opposite velocity convention (v = x0 - eps) lands far from the clip.
-    wv, wa = sample(flipped(model), text, (x0v.shape, x0a.shape))
+    wv, wa = sample(flipped(velocity), (x0v.shape, x0a.shape))
     assert rel_l2(wv, x0v) > FAR and rel_l2(wa, x0a) > FAR, (rel_l2(wv, x0v), rel_l2(wa, x0a))

@@ -250,3 +250,50 @@ def test_rng_state_round_trip(tmp_path: Path) -> None:
     other = torch.Generator().manual_seed(99)
     state.restore_rng({3: other})
     assert torch.equal(torch.rand(4, generator=other), expected[0]) and torch.equal(torch.rand(2), expected[1])
+
+
+def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from train.run_lock import RunLock, RunLocked
+
+    lock = RunLock(tmp_path, stale_s=60)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {"host": socket.gethostname(), "pid": sleeper.pid, "started": "then"}
+        lock.path.write_text(json.dumps(owner))
+        with pytest.raises(RunLocked, match=f"pid {sleeper.pid}"):
+            lock.acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    lock.acquire()  # its pid is gone: stale, taken over
+    assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not lock.path.exists()
+    other = RunLock(tmp_path, stale_s=60)  # another host: judged by how long ago the owner touched the lock
+    lock.path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": "then"}))
+    with pytest.raises(RunLocked, match="host elsewhere"):
+        other.acquire()
+    old = time.time() - 120
+    os.utime(lock.path, (old, old))
+    other.acquire()
+    assert other.held
+
+
+def test_preflight_reports_every_missing_input_in_one_line_each(tmp_path: Path, monkeypatch) -> None:
+    from train.preflight import run_checks
+
+    c = cfg("fusion", f"run_dir={tmp_path / 'run'}", f"data.shards=[{tmp_path / 'nowhere'}]",
+            f"init.video_tower={tmp_path / 'wan'}", f"init.audio_tower={tmp_path / 'a.safetensors'}",
+            "engine.deepspeed_config=configs/train/deepspeed/zero3.json")
+    monkeypatch.chdir(REPO)
+    found = run_checks(c, world=8, lock=None)
+    text = "\n".join(found.problems)
+    assert len(found.problems) == 2 and all("\n" not in p for p in found.problems), text
+    assert "weights not found" in text and "init.video_tower" in text  # the 11B model is never built
+    assert text.count("data.shards: no index.json") == 1
+    assert (tmp_path / "run").is_dir()  # writable, checked by writing

@@ -207,8 +207,10 @@ class Checkpointer:
         state: TrainerState,
         meta: dict,
         before_commit: Optional[Callable[[], None]] = None,
+        rank_files: Optional[dict[str, object]] = None,
     ) -> Path:
-        """Collective: every rank calls it. Returns the committed checkpoint folder."""
+        """Collective: every rank calls it. Returns the committed checkpoint folder. ``rank_files``: this rank's
+        further files (name -> object for torch.save, e.g. its EMA share), committed with the rest."""
         t0 = time.perf_counter()
         tag = step_tag(state.step)
         tmp_tag = TMP_PREFIX + tag
@@ -220,6 +222,8 @@ class Checkpointer:
             torch.save(slot.__dict__, tmp / slot_file(s))
         rng = {k: v for k, v in state.__dict__.items() if k != "slots"}
         torch.save(rng, tmp / rank_file(self.rank))
+        for name, obj in (rank_files or {}).items():
+            torch.save(obj, tmp / name)
         dist.barrier()
         if before_commit is not None:
             before_commit()

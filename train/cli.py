@@ -43,7 +43,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     # DeepSpeed's ZeRO calls torch.distributed APIs that torch deprecates; one warning per step buries the log.
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     from train.preflight import PreflightError
-    from train.run_lock import launched_by_a_launcher
 
     try:
         if args.dry_run:

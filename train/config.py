@@ -14,6 +14,7 @@ from omegaconf import MISSING
 
 from ovi.config import load_config
 from ovi.geometry import FIVE_SECOND, SIZE_MULTIPLE, ClipGeometry
+from ovi.lora import LoraSpec
 
 STAGES = ("audio_pretrain", "audio_finetune", "fusion")
 AUDIO_STAGES = ("audio_pretrain", "audio_finetune")
@@ -53,6 +54,12 @@ class ObjectiveConfig:
     null_prompt: str = ""
     # Image-to-video: with this probability a batch keeps latent frame 0 clean (t=0 there, no loss on it).
     first_frame_clean_prob: float = 0.0
+    # --- conditioning modes (issue 11; train/objective.py, train/strategies.py) -----------------------------------------------------
+    # t2av | i2av (first latent frame clean with first_frame_clean_prob) | v2a (video clean, loss on audio) |
+    # a2v (audio clean) | t2a (the fusion model's audio tower alone) | video_extension / audio_extension (a
+    # clean prefix of `prefix_units` latent frames / audio latents). Clean tokens have t = 0 and no loss.
+    mode: str = "t2av"
+    prefix_units: int = 1  # extension modes only
 
 
 @dataclass
@@ -136,6 +143,10 @@ class EngineConfig:
     grad_reduce_dtype: str = "bf16"
     # Steps whose loss is non-finite on some rank are counted and logged; more than this many stop the run.
     max_nonfinite_steps: int = 20
+    # Sequence parallelism (ovi/parallel): each sample's tokens split over this many consecutive ranks (an SP
+    # group, which reads one data slot); ZeRO still partitions over all ranks. Must divide the world size and
+    # the heads. Checkpoints do not depend on it (resume with another sp_size; see train/README.md).
+    sp_size: int = 1
 
 
 @dataclass
@@ -192,6 +203,14 @@ class EvaluationConfig:
 
 
 @dataclass
+class EmaConfig:
+    """Exponential moving average of the trainable weights (train/ema.py), kept in fp32 and checkpointed."""
+
+    decay: float = 0.0  # 0 disables it; e.g. 0.999
+    export: bool = False  # export the EMA weights instead of the raw ones
+
+
+@dataclass
 class TrainConfig:
     stage: str = MISSING  # audio_pretrain | audio_finetune | fusion
     model: str = MISSING  # model YAML (configs/model/*.yaml); audio stages use its `audio` tower
@@ -212,6 +231,9 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    # --- fine-tuning (issue 11): LoRA adapters (ovi/lora.py; rank 0 = none) and EMA -------------------------
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    ema: EmaConfig = field(default_factory=EmaConfig)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -267,7 +289,26 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.stage in AUDIO_STAGES and cfg.init.fusion:
         raise ValueError("audio stages take the audio part of an Ovi file via init.audio_tower, not init.fusion")
     _check_clip(cfg.data, cfg.has_video)
+    _check_finetuning(cfg)
     return cfg
+
+
+TRAIN_MODES = ("t2av", "i2av", "v2a", "a2v", "t2a", "video_extension", "audio_extension")
+
+
+def _check_finetuning(cfg: TrainConfig) -> None:
+    """Conditioning modes, LoRA and EMA (issue 11)."""
+    _one_of("objective.mode", cfg.objective.mode, TRAIN_MODES)
+    if cfg.stage in AUDIO_STAGES and cfg.objective.mode not in ("t2av", "t2a"):
+        raise ValueError(f"objective.mode={cfg.objective.mode} needs stage=fusion (the audio stages are t2a)")
+    if cfg.objective.mode == "i2av" and cfg.objective.first_frame_clean_prob == 0:
+        raise ValueError("objective.mode=i2av needs objective.first_frame_clean_prob > 0 (e.g. 0.9)")
+    if cfg.objective.prefix_units < 1:
+        raise ValueError(f"objective.prefix_units must be >= 1, got {cfg.objective.prefix_units}")
+    if not 0.0 <= cfg.ema.decay < 1.0:
+        raise ValueError(f"ema.decay must be in [0, 1) (0 disables EMA), got {cfg.ema.decay}")
+    if cfg.ema.export and not cfg.ema.decay:
+        raise ValueError("ema.export=true needs ema.decay > 0")
 
 
 def _check_clip(data: DataConfig, has_video: bool) -> None:

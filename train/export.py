@@ -8,6 +8,10 @@
 Usage::
 
     python -m train.export runs/fusion/checkpoints [--tag step_010000] --out ovi_finetuned.safetensors [--dtype bf16]
+        [--ema]                      the EMA of the trainable weights instead of the raw ones
+
+A LoRA run's export is its adapter alone (``<out stem>_lora.safetensors``, fp32, with its metadata) plus the
+base with that adapter merged (``out``); ``python -m ovi.lora merge`` merges any adapter into any base file.
 """
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ import torch
 from safetensors import safe_open
 
 from ovi.checkpoints import TrainingMetadata, atomic_save_safetensors, save_fusion_checkpoint
+from ovi.lora import LORA_KEY, AdapterInfo, base_name, merge_adapter
 from train.checkpoint import TRAINER_META, latest_checkpoint
+from train.ema import full_ema
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +49,10 @@ def _consolidated(checkpoint: Path) -> Iterator[tuple[str, torch.Tensor]]:
         yield from states["module"].items()
 
 
-def _add_frozen(state: dict[str, torch.Tensor], sources: dict[str, list[str]], dtype: torch.dtype) -> None:
-    """Frozen weights a checkpoint left out (checkpoint.save_frozen=false), read back from their init files."""
+def _add_frozen(state: dict[str, torch.Tensor], sources: dict[str, list[str]], trained: torch.dtype,
+                dtype: torch.dtype) -> None:
+    """Frozen weights a checkpoint left out (checkpoint.save_frozen=false), read back from their init files and
+    rounded to the training precision first: the values the model trained with."""
     by_file: dict[str, list[tuple[str, str]]] = {}
     for name, (path, key) in sources.items():
         if name not in state:
@@ -54,16 +62,50 @@ def _add_frozen(state: dict[str, torch.Tensor], sources: dict[str, list[str]], d
             raise FileNotFoundError(f"{path} held frozen weights this checkpoint left out; put it back to export")
         with safe_open(path, "pt") as f:
             for name, key in pairs:
-                state[name] = f.get_tensor(key).to(dtype).contiguous()
+                state[name] = f.get_tensor(key).to(trained).to(dtype).contiguous()
 
 
-def export_checkpoint(checkpoint: Path, out: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
-    """Write ``checkpoint`` (a committed step folder) as one safetensors file at ``out``."""
+def adapter_path(out: Path) -> Path:
+    """Where a LoRA run's adapter is written beside its merged export: fusion.safetensors -> fusion_lora.safetensors."""
+    return out.with_name(out.stem + "_lora.safetensors")
+
+
+def _use_ema(state: dict[str, torch.Tensor], checkpoint: Path, dtype: torch.dtype) -> None:
+    ema = full_ema(checkpoint)
+    if not ema:
+        raise FileNotFoundError(f"{checkpoint} holds no EMA (the run had ema.decay=0); export without --ema")
+    for name, value in ema.items():
+        state[name] = value.to(dtype).contiguous()
+
+
+def _split_lora(state: dict[str, torch.Tensor], info: AdapterInfo, out: Path) -> dict[str, torch.Tensor]:
+    """Write the adapter alone (fp32) beside ``out``; return the base weights merged with it (release keys)."""
+    adapter, base = {}, {}
+    for name, t in state.items():
+        m = LORA_KEY.search(name)
+        if m:
+            adapter[name[: m.start()] + f".lora_{m.group(1)}.weight"] = t.float().contiguous()
+        else:
+            base[base_name(name)] = t
+    atomic_save_safetensors(adapter, adapter_path(out), info)
+    log.info("wrote the LoRA adapter (%d tensors) to %s", len(adapter), adapter_path(out))
+    return merge_adapter(base, adapter, info)
+
+
+def export_checkpoint(checkpoint: Path, out: Path, dtype: torch.dtype = torch.bfloat16, use_ema: bool = False) -> Path:
+    """Write ``checkpoint`` (a committed step folder) as one safetensors file at ``out``.
+
+    ``use_ema``: the EMA of the trainable weights instead of the raw ones. A LoRA run also writes its adapter
+    alone (``adapter_path(out)``) and ``out`` holds the base with the adapter merged in (release format)."""
     meta = json.loads((checkpoint / TRAINER_META).read_text())
     # Checkpoints from before the metadata existed hold only the stage; the export then says only that.
     training = TrainingMetadata(**{f.name: meta.get(f.name) for f in fields(TrainingMetadata)})
     state = {name: t.to(dtype).contiguous() for name, t in _consolidated(checkpoint)}
-    _add_frozen(state, meta.get("frozen_sources", {}), dtype)
+    _add_frozen(state, meta.get("frozen_sources", {}), DTYPES.get(meta.get("precision"), dtype), dtype)
+    if use_ema:
+        _use_ema(state, checkpoint, dtype)
+    if meta.get("lora"):
+        state = _split_lora(state, AdapterInfo(**meta["lora"]), out)
     if meta["stage"] == "fusion":
         save_fusion_checkpoint(state, out, metadata=training)
     else:
@@ -90,9 +132,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--tag", help="checkpoint to export, e.g. step_001000 (default: latest)")
     parser.add_argument("--out", type=Path, required=True, help="output .safetensors file")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--ema", action="store_true", help="export the EMA weights (runs with ema.decay > 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    export_checkpoint(resolve_checkpoint(args.checkpoint_dir, args.tag), args.out, DTYPES[args.dtype])
+    export_checkpoint(resolve_checkpoint(args.checkpoint_dir, args.tag), args.out, DTYPES[args.dtype], args.ema)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,17 @@
 What a lab runs before booking a cluster: the same preflight and the same build as training (under ZeRO-3,
 ``deepspeed.zero.Init`` and rank-0 reads of the init files), with the peak host memory (and GPU memory, where
 there is one) each rank needed for it, next to the size of the model's parameters.
+
+Host memory is the process's anonymous memory (tensors, optimizer state), sampled every few milliseconds:
+the memory-mapped init files' pages also count as resident while they are read, but they are the kernel's page
+cache (shared by every rank on a node and dropped under pressure), not a copy of the model.
 """
 from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,17 +37,37 @@ def _status_kb(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", STATUS.read_text()).group(1))
 
 
-def reset_peak_rss() -> int:
-    """Reset the kernel's peak-RSS mark (Linux) and return the current RSS in bytes."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # without it the peak includes earlier phases: an upper bound
-    return _status_kb("VmRSS") * 1024
+class AnonPeak:
+    """Peak growth of anonymous resident memory (``RssAnon``) inside a ``with`` block, sampled by a thread."""
 
+    def __init__(self, every_s: float = 0.002):
+        self.every_s = every_s
+        self.base = self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
 
-def peak_rss() -> int:
-    return _status_kb("VmHWM") * 1024
+    @staticmethod
+    def now() -> int:
+        return _status_kb("RssAnon") * 1024
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.now())
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> "AnonPeak":
+        self.base = self.peak = self.now()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+    @property
+    def added(self) -> int:
+        return self.peak - self.base
 
 
 @dataclass
@@ -70,13 +96,13 @@ def dry_run(cfg: TrainConfig) -> list[RankMemory]:
         dtype_bytes = 2 if cfg.engine.precision == "bf16" else 4
         model_bytes = sum(p.numel() for p in meta_model(cfg, model_cfg).parameters()) * dtype_bytes
         dist.barrier()
-        base = reset_peak_rss()
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg, model_cfg, ds)
-        build_peak = peak_rss() - base
-        apply_trainable(model, cfg.trainable, cfg.frozen)
-        build_engine(model, cfg, info, ds)
-        engine_peak = peak_rss() - base
+        with AnonPeak() as build:
+            torch.manual_seed(cfg.seed)
+            model = build_model(cfg, model_cfg, ds)
+        with AnonPeak() as engine:
+            apply_trainable(model, cfg.trainable, cfg.frozen)
+            build_engine(model, cfg, info, ds)
+        build_peak, engine_peak = build.added, engine.peak - build.base
         gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
         mine = RankMemory(info.rank, model_bytes, build_peak, engine_peak, gpu)
         everyone = [None] * info.world_size

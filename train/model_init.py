@@ -15,6 +15,7 @@ model. Keys and shapes are checked from the file headers against a meta-device m
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 from pathlib import Path
@@ -34,6 +35,7 @@ from train.config import AUDIO_STAGES, TrainConfig
 log = logging.getLogger(__name__)
 
 TOWER_PREFIXES = {"video": "video_model.", "audio": "audio_model."}
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
 @contextlib.contextmanager
@@ -234,6 +236,20 @@ def _init_fresh_partitioned(model: nn.Module, fresh: set[str]) -> None:
                     init_tower_weights(tower)
 
 
+def release_freed_host_memory() -> None:
+    """Make glibc return every freed buffer of 1 MiB or more to the OS at once.
+
+    Its default threshold grows to the size of the largest buffer freed so far, after which freed layers stay on
+    the heap: a ZeRO-3 build, which makes each layer whole and then keeps only its shard, would look (and be,
+    until trimmed) as large as an unpartitioned one on some ranks. No-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 def build_model(cfg: TrainConfig, model_cfg: FusionConfig, ds_config: Optional[dict] = None) -> nn.Module:
     """The stage's model with its starting weights, parameters in the training precision.
 
@@ -248,7 +264,10 @@ def build_model(cfg: TrainConfig, model_cfg: FusionConfig, ds_config: Optional[d
     if zero3:
         import deepspeed
 
-        with deepspeed.zero.Init(config_dict_or_path=ds_config, dtype=dtype):
+        release_freed_host_memory()
+        # dtype comes from ds_config's bf16 flag (DeepSpeed 0.19 ignores an explicit dtype off-GPU); torch's own
+        # linear, not DeepSpeed's replacement, keeps the numerics of the other paths.
+        with deepspeed.zero.Init(config_dict_or_path=ds_config, mem_efficient_linear=False):
             model = stage_module(cfg, model_cfg, init=False)
         _init_fresh_partitioned(model, {n for n, _ in model.named_parameters()} - set(plan))
     else:

@@ -54,6 +54,7 @@ class NoisedBatch:
     video_context: list[torch.Tensor]  # [L_text, 4096], after dropout
     audio_context: list[torch.Tensor]
     video_clean_frames: int = 0  # leading latent frames kept clean (image-to-video: 1); t = 0 there, no loss
+    audio_clean_latents: int = 0  # leading audio latents kept clean (a2v: all, audio extension: a prefix)
 
 
 class FlowMatchingObjective:
@@ -85,20 +86,19 @@ class FlowMatchingObjective:
         """Noise a batch. ``video``/``audio``: clean latents per sample (None when the stage lacks them)."""
         b = len(text)
         sigma = sample_sigma(self.cfg.sigma, b, self.generator)
-        first_clean = False
-        if video is not None and self.cfg.first_frame_clean_prob > 0:
-            first_clean = bool(torch.rand(1, generator=self.generator) < self.cfg.first_frame_clean_prob)
+        clean_v, clean_a = self.clean_units(video, audio)
         video_in = video_target = audio_in = audio_target = None
         if video is not None:
             pairs = [add_noise(x, float(s), self.generator) for x, s in zip(video, sigma)]
-            if first_clean:
-                # Frame 0 is the conditioning image: the model sees it clean (t=0 on its tokens).
-                for (xs, _), x in zip(pairs, video):
-                    xs[:, 0] = x[:, 0].float()
+            # The conditioning frames (i2av's image, v2a's whole video, an extension's prefix) are seen clean.
+            for (xs, _), x in zip(pairs, video):
+                xs[:, :clean_v] = x[:, :clean_v].float()
             video_in = [xs.to(dtype) for xs, _ in pairs]
             video_target = [v for _, v in pairs]
         if audio is not None:
             pairs = [add_noise(x, float(s), self.generator) for x, s in zip(audio, sigma)]
+            for (xs, _), x in zip(pairs, audio):
+                xs[:clean_a] = x[:clean_a].float()
             audio_in = [xs.to(dtype) for xs, _ in pairs]
             audio_target = [v for _, v in pairs]
         video_ctx, audio_ctx = self._dropout(text)
@@ -112,8 +112,26 @@ class FlowMatchingObjective:
             audio_target=audio_target,
             video_context=[c.to(dtype) for c in video_ctx],
             audio_context=[c.to(dtype) for c in audio_ctx],
-            video_clean_frames=int(first_clean),
+            video_clean_frames=clean_v,
+            audio_clean_latents=clean_a,
         )
+
+    def clean_units(self, video: Optional[list[torch.Tensor]], audio: Optional[list[torch.Tensor]]) -> tuple[int, int]:
+        """(leading video latent frames, leading audio latents) given clean by ``cfg.mode``; a whole modality is
+        its longest sample's length. i2av / t2av draw the first frame's cleanliness per batch."""
+        mode, k = self.cfg.mode, self.cfg.prefix_units
+        clean_v = clean_a = 0
+        if video is not None and mode in ("t2av", "i2av") and self.cfg.first_frame_clean_prob > 0:
+            clean_v = int(bool(torch.rand(1, generator=self.generator) < self.cfg.first_frame_clean_prob))
+        if video is not None and mode == "v2a":
+            clean_v = max(x.shape[1] for x in video)
+        if video is not None and mode == "video_extension":
+            clean_v = k
+        if audio is not None and mode == "a2v":
+            clean_a = max(x.shape[0] for x in audio)
+        if audio is not None and mode == "audio_extension":
+            clean_a = k
+        return clean_v, clean_a
 
 
 def combine_losses(

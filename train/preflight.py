@@ -40,12 +40,13 @@ class Preflight:
     resume_from: Optional[Path] = None
     resume_meta: Optional[dict] = None
 
-    def check(self, what: Callable[[], object]) -> object:
-        """Run one check; an exception becomes a problem line (its message names the fix)."""
+    def check(self, what: Callable[[], object], key: str = "") -> object:
+        """Run one check; an exception becomes a problem line (its message names the fix), led by ``key``."""
         try:
             return what()
         except Exception as e:  # noqa: BLE001 - every failure is reported, not only the first
-            self.problems.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            line = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self.problems.append(f"{key}: {line}" if key and not line.startswith(key) else line)
             return None
 
 
@@ -61,7 +62,7 @@ def _writable(folder: Path, key: str) -> None:
 
 def _data(cfg: TrainConfig, pf: Preflight) -> None:
     for d in cfg.data.shards:
-        index = pf.check(lambda d=d: read_index(d))
+        index = pf.check(lambda d=d: read_index(d), "data.shards")
         if index is None:
             continue
         missing = [s.name for s in index.shards if not s.path.is_file()]
@@ -75,7 +76,7 @@ def _data(cfg: TrainConfig, pf: Preflight) -> None:
         if empty:
             pf.warnings.append(f"{d}: {len(empty)} shard(s) hold no samples (e.g. {empty[0]}); never drawn")
         if cfg.data.source == "precomputed":
-            pf.check(lambda d=d: load_null_prompt(d, cfg.objective.null_prompt))
+            pf.check(lambda d=d: load_null_prompt(d, cfg.objective.null_prompt), "data.shards")
     if cfg.data.source == "raw" and cfg.encoders.kind == "ovi":
         needed = ["audio_vae", "text_encoder", "tokenizer"] + (["video_vae"] if cfg.has_video else [])
         for key in needed:
@@ -93,9 +94,10 @@ def _resume(cfg: TrainConfig, world: int, pf: Preflight) -> None:
         return
     meta = checkpoint_meta(path)
     slots = meta.get("slots", meta["world_size"] * cfg.engine.gradient_accumulation_steps)
-    if slots % world:
-        pf.problems.append(f"{path} has {slots} data slots per step (world size x accumulation); {world} ranks do "
-                           f"not divide it: resume on a divisor of {slots} ranks")
+    groups = world // max(cfg.engine.sp_size, 1)  # an SP group of ranks reads one slot at a time
+    if slots % groups:
+        pf.problems.append(f"{path} has {slots} data slots per step (data-parallel groups x accumulation); {groups} "
+                           f"group(s) (ranks / engine.sp_size) do not divide it: resume with a divisor of {slots}")
         return
     pf.resume_from, pf.resume_meta = path, {**meta, "slots": slots}
 
@@ -103,8 +105,8 @@ def _resume(cfg: TrainConfig, world: int, pf: Preflight) -> None:
 def run_checks(cfg: TrainConfig, world: int, lock: Optional[RunLock]) -> Preflight:
     """All checks (rank 0). ``lock`` is acquired last, when everything else passed."""
     pf = Preflight()
-    model_cfg = pf.check(lambda: load_fusion_config(cfg.model))
-    pf.check(lambda: deepspeed_config(cfg, world))
+    model_cfg = pf.check(lambda: load_fusion_config(cfg.model), "model")
+    pf.check(lambda: deepspeed_config(cfg, world), "engine.deepspeed_config")
     if model_cfg is not None:
         pf.check(lambda: init_plans(cfg, module_shapes(meta_model(cfg, model_cfg))))
     _data(cfg, pf)
@@ -132,4 +134,7 @@ def preflight(cfg: TrainConfig, rank: int, world: int, lock: Optional[RunLock]) 
             log.warning("%s", w)
     if pf.problems:
         raise PreflightError("the run cannot start:\n" + "\n".join(f"  - {p}" for p in pf.problems))
+    if rank == 0:
+        log.info("inputs checked: model, DeepSpeed config, init files, %d dataset(s), output folders, run lock%s",
+                 len(cfg.data.shards), f"; resuming {pf.resume_from}" if pf.resume_from else "")
     return pf

@@ -65,20 +65,20 @@ class Strategy:
         raise NotImplementedError
 
     def streams(self, nb: NoisedBatch) -> dict[str, Stream]:
-        """Model inputs per modality; the clean video prefix (image-to-video) gets t = 0 and no loss."""
-        out = {}
+        """Model inputs per modality; clean conditioning units (the i2av image, v2a's video, a2v's audio, an
+        extension's prefix) get t = 0 and no loss."""
         towers = self.towers()
-        if "audio" in self.modalities:
-            out["audio"] = Stream(nb.audio_in, nb.t, nb.audio_context)
-        if "video" in self.modalities:
-            vm, t = towers["video"], nb.t
-            mask = None
-            if nb.video_clean_frames:
-                counts = [vm.num_tokens(x) for x in nb.video_in]
-                t = clean_prefix_timesteps(nb.t, counts, [vm.tokens_per_unit(x) for x in nb.video_in],
-                                           nb.video_clean_frames)
+        inputs = {"video": (nb.video_in, nb.video_context, nb.video_clean_frames),
+                  "audio": (nb.audio_in, nb.audio_context, nb.audio_clean_latents)}
+        out = {}
+        for m in self.modalities:
+            latents, context, clean = inputs[m]
+            tower, t, mask = towers[m], nb.t, None
+            if clean:
+                counts = [tower.num_tokens(x) for x in latents]
+                t = clean_prefix_timesteps(nb.t, counts, [tower.tokens_per_unit(x) for x in latents], clean)
                 mask = token_loss_mask(t, counts)
-            out["video"] = Stream(nb.video_in, t, nb.video_context, loss_mask=mask)
+            out[m] = Stream(latents, t, context, loss_mask=mask)
         return out
 
     def forward(self, engine: nn.Module, streams: dict[str, Stream]) -> dict[str, list[torch.Tensor]]:
@@ -87,7 +87,9 @@ class Strategy:
     def loss(self, nb: NoisedBatch, streams: dict[str, Stream], preds: dict[str, list[torch.Tensor]]) -> StepOutput:
         towers = self.towers()
         targets = {"video": nb.video_target, "audio": nb.audio_target}
-        parts = {m: stream_mse(towers[m], preds[m], targets[m], streams[m]) for m in self.modalities}
+        # A wholly clean modality (v2a's video, a2v's audio) has no loss: the other one's is the whole loss.
+        trained = [m for m in self.modalities if streams[m].loss_mask is None or bool(streams[m].loss_mask.any())]
+        parts = {m: stream_mse(towers[m], preds[m], targets[m], streams[m]) for m in trained}
         loss = combine_losses(self.cfg.objective, parts.get("video"), parts.get("audio"))
         return StepOutput(loss, {f"loss_{m}": v.detach() for m, v in parts.items()})
 
@@ -132,16 +134,21 @@ class AudioStage(Strategy):
 
 
 class FusionStage(Strategy):
-    """Stage 2: both towers with the cross-modal layers; one shared sigma, 0.85 video + 0.15 audio."""
+    """Stage 2: both towers with the cross-modal layers; one shared sigma, 0.85 video + 0.15 audio.
 
-    modalities = ("video", "audio")
+    ``objective.mode: t2a`` trains the fusion model's audio tower alone (no video stream, no cross-modal
+    attention); the other modes choose which tokens are clean conditioning (``FlowMatchingObjective``)."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module) -> None:
+        super().__init__(cfg, model)
+        self.modalities = ("audio",) if cfg.objective.mode == "t2a" else ("video", "audio")
 
     def towers(self) -> dict[str, Tower]:
         return {"video": self.model.video_model, "audio": self.model.audio_model}
 
     def forward(self, engine: nn.Module, streams: dict[str, Stream]) -> dict[str, list[torch.Tensor]]:
-        video, audio = engine(streams["video"], streams["audio"])
-        return {"video": video, "audio": audio}
+        video, audio = engine(streams.get("video"), streams["audio"])
+        return {"video": video, "audio": audio} if video is not None else {"audio": audio}
 
 
 def strategy_for(cfg: TrainConfig, model: nn.Module) -> Strategy:

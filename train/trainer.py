@@ -21,6 +21,8 @@ from train.checkpoint import Checkpointer, TrainerState, latest_checkpoint, need
 from train.config import TrainConfig
 from train.data.latents import load_null_prompt
 from train.data.loader import Batch, BatchStream
+from train.ema import Ema, ema_file
+from ovi.lora import AdapterInfo, base_name, file_fingerprint, inject_lora
 from train.encoders import Encoders, build_encoders
 from train.engine import build_engine, deepspeed_config, init_distributed
 from train.evaluation import InLoopEvaluator
@@ -32,6 +34,8 @@ from train.params import apply_trainable
 from train.preflight import Preflight, preflight
 from train.run_lock import RunLock, exit_with_launcher, launched_by_a_launcher
 from train.strategies import strategy_for
+from ovi.parallel.groups import sequence_parallel_layout
+from ovi.parallel.ulysses import apply_sequence_parallel
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,11 @@ class Trainer:
             exit_with_launcher()  # a killed torchrun/deepspeed launcher must not leave this worker training
         self.dist = init_distributed(cfg.engine.dist_backend, cfg.engine.cpu_shm_comm)
         self.rank, self.world, self.device = self.dist.rank, self.dist.world_size, self.dist.device
+        # SP groups of engine.sp_size consecutive ranks; data slots, seeds and throughput go by SP group.
+        self.layout = sequence_parallel_layout(cfg.engine.sp_size)
+        if self.layout.sp_size > 1 and cfg.evaluation.enabled:
+            raise ValueError("evaluation runs on rank 0 alone, which an SP-split model cannot; set "
+                             "evaluation.enabled=false with engine.sp_size > 1")
         self.lock = RunLock(cfg.run_dir, cfg.checkpoint.lock_stale_s) if self.rank == 0 else None
         checked = preflight(cfg, self.rank, self.world, self.lock)  # seconds; raises naming every problem
         self.model_cfg = load_fusion_config(cfg.model)
@@ -64,14 +73,20 @@ class Trainer:
             resume, self.world))
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         model = build_model(cfg, self.model_cfg, ds_config)
+        self.lora_modules: list[str] = []
+        if cfg.lora.rank:  # adapters over the loaded weights; the same initial adapter on every rank
+            torch.manual_seed(derived_seed(cfg.seed, 0, "lora"))
+            self.lora_modules = inject_lora(model, cfg.lora)
         counts = apply_trainable(model, cfg.trainable, cfg.frozen)
+        apply_sequence_parallel(model, self.layout)  # before DeepSpeed wraps it: the hooks live on the towers
         self.log0("stage %s, %d rank(s), model %s\n%s", cfg.stage, self.world, cfg.model, counts.summary())
         self.frozen_sources = self._frozen_sources(model) if not cfg.checkpoint.save_frozen else {}
         self.strategy = strategy_for(cfg, model)
         self.flop_counters = self.strategy.flop_counters()
         self.engine = build_engine(model, cfg, self.dist, ds_config)
+        self.ema = Ema(model, cfg.ema.decay, self.rank, self.world) if cfg.ema.decay else None
         self.dtype = torch.bfloat16 if cfg.engine.precision == "bf16" else torch.float32
-        torch.manual_seed(derived_seed(cfg.seed, self.rank, "torch"))
+        torch.manual_seed(derived_seed(cfg.seed, self.layout.dp_rank, "torch"))  # one stream per SP group
 
         self.text_len = min(self.model_cfg.audio.text_len, self.model_cfg.video.text_len)
         self.encoders: Optional[Encoders] = None
@@ -97,6 +112,8 @@ class Trainer:
             if resume is not None:
                 state = self.checkpointer.load(self.engine, resume, self.slots)
                 state.restore_rng(self.objective_rngs)
+                if self.ema is not None:
+                    self.ema.load(resume)
                 self.step = state.step
                 self.data_states = {s: state.slots[s].data_state for s in self.slots}
                 self.log0("resumed from %s at step %d (written by %d rank(s), now %d)", resume, self.step,
@@ -121,22 +138,23 @@ class Trainer:
         """Frozen name -> [init file, key]: what resume and export read back when checkpoints leave them out."""
         plan = init_plans(self.cfg, module_shapes(meta_model(self.cfg, self.model_cfg)))
         frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-        fresh = [n for n in frozen if n not in plan]
+        fresh = [n for n in frozen if base_name(n) not in plan]  # LoRA: 'q.base_layer.weight' is q.weight
         if fresh:
             raise ValueError(f"checkpoint.save_frozen=false, but frozen {fresh[0]} (and {len(fresh) - 1} more) come "
                              "from no init file; set checkpoint.save_frozen=true")
-        return {n: [str(plan[n][0]), plan[n][1]] for n in frozen}
+        return {n: [str(plan[base_name(n)][0]), plan[base_name(n)][1]] for n in frozen}
 
     def _set_slots(self, checked: Preflight) -> None:
         """This rank's data slots; on another world size the accumulation keeps the global batch (slots)."""
         accum = self.cfg.engine.gradient_accumulation_steps
-        slots = checked.resume_meta["slots"] if checked.resume_meta else self.world * accum
-        if slots // self.world != accum:
+        groups = self.layout.dp_size  # an SP group reads one slot stream: its ranks see the same samples
+        slots = checked.resume_meta["slots"] if checked.resume_meta else groups * accum
+        if slots // groups != accum:
             self.log0("engine.gradient_accumulation_steps %d -> %d: the run has %d micro-batches per step and now "
-                      "%d rank(s)", accum, slots // self.world, slots, self.world)
-            self.cfg.engine.gradient_accumulation_steps = accum = slots // self.world
+                      "%d data-parallel group(s)", accum, slots // groups, slots, groups)
+            self.cfg.engine.gradient_accumulation_steps = accum = slots // groups
         self.num_slots = slots
-        self.slots = rank_slots(self.rank, accum)
+        self.slots = rank_slots(self.layout.dp_rank, accum)
 
     def log0(self, msg: str, *args) -> None:
         if self.rank == 0:
@@ -175,13 +193,14 @@ class Trainer:
         tokens = self.strategy.tokens(nb)
         loss = float(out.loss.detach())
         finite = math.isfinite(loss)
+        share = 1.0 / self.layout.sp_size  # the SP group's ranks hold one sample: count it once over the group
         return {
             "loss": loss if finite else 0.0,  # counted below instead of turning the logged mean into NaN
             "nonfinite": 0.0 if finite else 1.0,
             **{k: float(v) for k, v in out.parts.items()},
-            "tokens": float(sum(sum(n) for n in tokens.values())),
-            "samples": float(len(audio)),
-            "flops": self.strategy.flops(tokens, self.flop_counters),
+            "tokens": share * float(sum(sum(n) for n in tokens.values())),
+            "samples": share * float(len(audio)),
+            "flops": share * self.strategy.flops(tokens, self.flop_counters),
         }
 
     # -- loop ---------------------------------------------------------------------------------
@@ -192,22 +211,35 @@ class Trainer:
         return dict(zip(keys, t.tolist()))
 
     def save(self) -> Path:
-        slots = {s: (self.data_states[s], self.objective_rngs[s]) for s in self.slots}
+        # An SP group's ranks share their slots: the leader alone writes them.
+        slots = {s: (self.data_states[s], self.objective_rngs[s]) for s in self.slots} if self.layout.is_leader else {}
         state = TrainerState.capture(self.step, slots)
         before_commit = None
         if self.cfg.debug.kill_in_save_at_step == self.step and self.rank == 0:
             before_commit = lambda: _kill_self(f"while saving step {self.step}")  # noqa: E731
-        meta = {"model": self.cfg.model, "slots": self.num_slots, "frozen_sources": self.frozen_sources,
-                **asdict(self.strategy.checkpoint_metadata())}
-        return self.checkpointer.save(self.engine, state, meta, before_commit)  # logs its time and size
+        meta = {"model": self.cfg.model, "slots": self.num_slots, "precision": self.cfg.engine.precision,
+                "frozen_sources": self.frozen_sources,
+                **asdict(self.strategy.checkpoint_metadata()), **self._finetuning_meta()}
+        extra = {ema_file(self.rank): self.ema.state()} if self.ema is not None else None
+        return self.checkpointer.save(self.engine, state, meta, before_commit, extra)  # logs its time and size
+
+    def _finetuning_meta(self) -> dict:
+        """LoRA adapter facts (the export writes the adapter alone with them) and whether an EMA is saved."""
+        meta: dict = {"ema": self.ema is not None}
+        if self.lora_modules:
+            base = self.cfg.init.fusion or self.cfg.init.audio_tower or ""
+            meta["lora"] = asdict(AdapterInfo(self.cfg.lora.rank, self.cfg.lora.alpha, list(self.cfg.lora.targets),
+                                              self.lora_modules, Path(base).stem if base else "",
+                                              file_fingerprint(base) if Path(base).is_file() else ""))
+        return meta
 
     def run(self) -> Optional[Path]:
         cfg = self.cfg
         accum = cfg.engine.gradient_accumulation_steps
         self.log0(
-            "training steps %d..%d, global batch %d (%d per rank x %d accumulation x %d ranks)",
-            self.step + 1, cfg.max_steps, cfg.data.batch_size * accum * self.world, cfg.data.batch_size, accum,
-            self.world,
+            "training steps %d..%d, global batch %d (%d per group x %d accumulation x %d data-parallel groups of "
+            "%d rank(s))", self.step + 1, cfg.max_steps, cfg.data.batch_size * accum * self.layout.dp_size,
+            cfg.data.batch_size, accum, self.layout.dp_size, self.layout.sp_size,
         )
         sums: dict[str, float] = {}
         window_steps, t0 = 0, time.perf_counter()
@@ -219,6 +251,8 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                 self.data_states[slot] = batch.state
             self.step += 1
+            if self.ema is not None:
+                self.ema.update()
             if self.lock is not None:
                 self.lock.touch()
             window_steps += 1
@@ -238,7 +272,8 @@ class Trainer:
         # After the last collective: other ranks may exit while rank 0 consolidates (minutes at 11B).
         if cfg.checkpoint.export_on_finish and self.rank == 0:
             export = Path(cfg.run_dir) / "export" / f"{cfg.stage}.safetensors"
-            export_checkpoint(latest_checkpoint(cfg.checkpoint_dir), export, DTYPES[cfg.checkpoint.export_dtype])
+            export_checkpoint(latest_checkpoint(cfg.checkpoint_dir), export, DTYPES[cfg.checkpoint.export_dtype],
+                              use_ema=cfg.ema.export)
         return export
 
     def _log(self, sums: dict[str, float], steps: int, seconds: float, lr: float) -> None:

@@ -1,6 +1,7 @@
 """Caption backends: any OpenAI-compatible chat server (vLLM serving an omni model, ...), a local
 transformers model, or a sidecar reader. All take (instruction, RGB frames, wav bytes, source path) and return
-a ``Reply``: raw caption text and why generation stopped ("stop", or "length" when the reply was cut off); the models ignore the source, the sidecar backend reads only it (the caption that
+a ``Reply``: raw caption text and why generation stopped ("stop", or "length" when the reply was cut
+off); the models ignore the source, the sidecar backend reads only it (the caption that
 ``ovi-toy make`` stored in ``{stem}.json`` next to each source video; it then goes through the same
 normalisation and validation as a model's reply).
 
@@ -24,7 +25,7 @@ from typing import Optional, Protocol, Sequence
 import cv2
 import numpy as np
 
-from data_pipeline.config import CaptionConfig
+from data_pipeline.config import CaptionConfig, resolve_device
 from data_pipeline.manifest import FatalError
 from ovi.toy.sidecar import read_caption
 
@@ -146,7 +147,8 @@ class TransformersBackend:
         if model_cls is None:
             raise ValueError(f"transformers {transformers.__version__} has no {cfg.model_class}; "
                              "set caption.model_class to a class it has")
-        self.model = model_cls.from_pretrained(cfg.model, torch_dtype=getattr(torch, cfg.dtype)).eval().to(cfg.device)
+        self.device = resolve_device(cfg.device)
+        self.model = model_cls.from_pretrained(cfg.model, torch_dtype=getattr(torch, cfg.dtype)).eval().to(self.device)
 
     def generate(self, instruction: str, frames: Sequence[np.ndarray], wav: bytes,
                  source: Optional[Path] = None) -> Reply:
@@ -160,7 +162,7 @@ class TransformersBackend:
         prompt = self.processor.apply_chat_template([{"role": "user", "content": content}],
                                                     add_generation_prompt=True, tokenize=False)
         inputs = self.processor(text=prompt, images=images or None, audio=[audio], sampling_rate=rate,
-                                return_tensors="pt").to(self.cfg.device)
+                                return_tensors="pt").to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.cfg.max_tokens, do_sample=self.cfg.temperature > 0,
                                       temperature=self.cfg.temperature or None)

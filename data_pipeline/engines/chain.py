@@ -8,6 +8,7 @@ accepted outputs and a ``StepEvent`` the driver aggregates (counts, and the erro
 """
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Optional
@@ -51,6 +52,13 @@ class RunCounts:
                                "cause or raise engine.max_errors, then re-run: finished inputs are skipped")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the ffmpeg runs): a step's core-seconds, which
+    unlike wall time do not grow when other work shares the machine (one step runs at a time per worker)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 class Chain:
     """The stages ``names`` (in pipeline order), built and set up lazily in the process that runs them."""
 
@@ -74,9 +82,9 @@ class Chain:
         new = outputs is None
         if outputs is None:
             stage = self.stage(name)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             outputs = stage.run(record)
-            manifest.append(record["id"], outputs, time.perf_counter() - start)
+            manifest.append(record["id"], outputs, time.perf_counter() - start, cpu_seconds() - cpu)
             for out in outputs:
                 if out["status"] != OK:
                     stage.discard(out)

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from data_pipeline.config import resolve_device
 from data_pipeline.filters.faces import face_category, keep_for_balance
 from data_pipeline.filters.motion import build_flow, motion_score, pair_indices
 from data_pipeline.manifest import Record, ok, reject
@@ -44,17 +45,18 @@ class FilterStage(Stage):
         if self.cfg.mode != "video":
             return  # audio-only clips get the volume check alone
         if cfg.motion.enabled:
-            self.flow = build_flow(cfg.motion.raft_weights, cfg.motion.raft_variant, cfg.motion.device)
+            self.flow = build_flow(cfg.motion.raft_weights, cfg.motion.raft_variant,
+                                   resolve_device(cfg.motion.device))
         # Enabled filters have their weights: the runner refuses to start otherwise (data_pipeline.weights).
         if cfg.aesthetic.enabled:
             from data_pipeline.filters.aesthetic import AestheticScorer
 
             self.aesthetic = AestheticScorer(cfg.aesthetic.clip_model, cfg.aesthetic.predictor_weights,
-                                             cfg.aesthetic.device)
+                                             resolve_device(cfg.aesthetic.device))
         if cfg.face.enabled:
             from data_pipeline.filters.faces import S3FDCounter
 
-            self.faces = S3FDCounter(cfg.face.s3fd_weights, cfg.face.device, cfg.face.detect_scale,
+            self.faces = S3FDCounter(cfg.face.s3fd_weights, resolve_device(cfg.face.device), cfg.face.detect_scale,
                                      cfg.face.confidence)
 
     def process(self, record: Record) -> list[Record]:
@@ -87,7 +89,7 @@ class FilterStage(Stage):
             pairs = pair_indices(record["num_frames"], cfg.motion.num_pairs, cfg.motion.pair_gap_frames)
             wanted = sorted({i for p in pairs for i in p})
             frames = dict(zip(wanted, decode_frames(video, width=cfg.motion.analysis_width, select=wanted)))
-            scores["motion"] = round(motion_score(frames, pairs, self.flow), 6)
+            scores["motion"] = round(motion_score(frames, pairs, self.flow, cfg.motion.regions), 6)
             if scores["motion"] < cfg.motion.min_score:
                 return rejected("static", f"motion {scores['motion']:.4f} < {cfg.motion.min_score}")
         if self.aesthetic is not None:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from data_pipeline.config import DataPipelineConfig
 from data_pipeline.manifest import Manifest, Record, dumps, ok, reject
-from data_pipeline.media import decode_frames, encode_frames, iter_frames, stream_lengths
+from data_pipeline.media import decode_frames, encode_frames, iter_frames, run_ffmpeg, stream_lengths
 from data_pipeline.shards import (INDEX_NAME, Member, Sample, ShardLedger, ShardPlan, StoredFile, index_document,
                                   index_text, plan_shards, write_shard_to)
 from data_pipeline.stages.base import INTERMEDIATE_FIELDS, Stage
@@ -33,6 +33,7 @@ AAC_SLACK_S = 0.03  # the muxed AAC track may end up to about one AAC frame shor
 CROP_SAMPLE_FRAMES = 8
 MIN_CROP_KEEP = 0.25  # never crop away more than this share of a side: the "margin" would be the picture
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+# final_size is bookkeeping between split and pack, not sample metadata.
 META_FIELDS_AV = ("caption", "num_frames", "fps", "width", "height", "sample_rate", "num_samples", "source",
                   "start_s", "end_s", "scores", "face_count", "face_category", "crop", "source_width",
                   "source_height", "scene_index")
@@ -81,6 +82,8 @@ class PackStage(Stage):
             return [ok(record)]
         cfg = self.cfg.pack
         rel = f"packed/{record['id']}.{cfg.video_member}"
+        if record.get("final_size"):
+            return [self._mux(record, rel)]
         with self.local(record["video"]) as video, self.local(record["audio"]) as audio, self.staged(rel) as tmp:
             sample = decode_frames(video, select=evenly_spaced(record["num_frames"], CROP_SAMPLE_FRAMES))
             crop = black_margin_crop(sample, cfg.black_threshold)
@@ -105,14 +108,28 @@ class PackStage(Stage):
                          "-preset", cfg.preset, "-pix_fmt", "yuv420p", *audio_out, "-movflags", "+faststart"]
                 encode_frames(frames, tmp, record["fps"], args)
                 count, audio_s = stream_lengths(tmp)
+        return [self._checked(record, rel, count, audio_s, fields)]
+
+    def _mux(self, record: Record, rel: str) -> Record:
+        """Split already encoded the packed picture: copy the video stream, add the audio as AAC."""
+        cfg = self.cfg.pack
+        with self.local(record["video"]) as video, self.local(record["audio"]) as audio, self.staged(rel) as tmp:
+            audio_args = ["-i", str(audio), "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"] if cfg.mux_audio else []
+            run_ffmpeg(["-y", "-i", str(video), *audio_args[:2], "-map", "0:v:0", *audio_args[2:], "-c:v", "copy",
+                        "-movflags", "+faststart", str(tmp)])
+            count, audio_s = stream_lengths(tmp)
+        return self._checked(record, rel, count, audio_s, {})
+
+    def _checked(self, record: Record, rel: str, count: int, audio_s, fields: dict) -> Record:
+        cfg = self.cfg.pack
         if count != record["num_frames"]:
-            return [reject(record, "pack_frame_count", f"{count} frames packed, {record['num_frames']} expected",
-                           packed_video=rel)]
+            return reject(record, "pack_frame_count", f"{count} frames packed, {record['num_frames']} expected",
+                          packed_video=rel)
         want_s = record["num_samples"] / record["sample_rate"]
         if cfg.video_member == "mp4" and cfg.mux_audio and not (audio_s and audio_s >= want_s - AAC_SLACK_S):
-            return [reject(record, "pack_audio_length", f"muxed audio {audio_s} s, clip {want_s:.3f} s",
-                           packed_video=rel)]
-        return [ok(record, packed_video=rel, **fields)]
+            return reject(record, "pack_audio_length", f"muxed audio {audio_s} s, clip {want_s:.3f} s",
+                          packed_video=rel)
+        return ok(record, packed_video=rel, **fields)
 
 
 def clip_sample(cfg: DataPipelineConfig, storage: Storage, record: Record) -> Sample:

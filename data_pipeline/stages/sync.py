@@ -17,7 +17,7 @@ from typing import Iterator, Optional, Sequence
 
 import ffmpeg
 
-from data_pipeline.config import SYNCNET_FPS, SyncConfig
+from data_pipeline.config import SYNCNET_FPS, SyncConfig, resolve_device
 from data_pipeline.manifest import Record, ok, reject
 from data_pipeline.stages.base import Stage
 
@@ -76,7 +76,7 @@ class SyncStage(Stage):
         knobs = {"s3fd_weights": cfg.s3fd_weights, "syncnet_weights": cfg.syncnet_weights,
                  "min_face_size": cfg.min_face_size, "min_track": cfg.min_track, "facedet_scale": cfg.facedet_scale,
                  "frame_rate": SYNCNET_FPS}
-        self.pipeline = SyncNetPipeline(knobs, device=cfg.device)
+        self.pipeline = SyncNetPipeline(knobs, device=resolve_device(cfg.device))
 
     def process(self, record: Record) -> list[Record]:
         if self.pipeline is None:

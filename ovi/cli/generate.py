@@ -4,6 +4,9 @@
     ovi-generate --config 960x960_10s --prompts-file prompts.csv num_samples=2 --skip-existing
     ovi-generate --config tiny_cpu                         # tiny random weights, CPU, seconds
     ovi-generate --config tiny_cpu --check                 # validate only
+    ovi-generate --config 960x960_5s --video clip.mp4 --prompt "... Audio: rain"   # V2A: the clip with new sound
+    ovi-generate --config 960x960_5s --audio speech.wav --prompt "A man talks ..."  # A2V: video for the sound
+    ovi-generate --config 960x960_5s --extend clip.mp4 --prompt "..."               # continue the clip's end
     ovi-generate --list-presets | --print-config
 
 --config takes a preset name (--list-presets) or a YAML path, from any working directory. Any
@@ -43,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     # Free text goes through flags: a key=value override is parsed as YAML, and "Audio: x" is a mapping there.
     ap.add_argument("--prompt", help="the prompt (overrides the config's prompt)")
     ap.add_argument("--image", help="first frame for image-to-video")
+    # Given media (ovi/modes.py); one mode at a time. What is given is written back unchanged.
+    ap.add_argument("--video", help="V2A: keep this video, generate its audio")
+    ap.add_argument("--audio", help="A2V: keep this audio (wav, mp3, or a video's sound track), generate the video")
+    ap.add_argument("--extend", help="continue this clip: its last extend_frames latent frames (and audio) lead the "
+                                     "new clip")
     ap.add_argument("--prompts-file", help="CSV/TSV: `prompt` or `text_prompt`, optional `image` or `image_path`")
     ap.add_argument("--check", action="store_true", help="validate everything, load nothing, write nothing")
     ap.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: new names)")
@@ -59,8 +67,9 @@ def _config(args: argparse.Namespace):
         cfg = replace(cfg, prompts_file=args.prompts_file, prompt="")
     if args.prompt is not None:
         cfg = replace(cfg, prompt=args.prompt)
-    if args.image is not None:
-        cfg = replace(cfg, image=args.image)
+    for name in ("image", "video", "audio", "extend"):
+        if getattr(args, name) is not None:
+            cfg = replace(cfg, **{name: getattr(args, name)})
     return replace(cfg, overwrite=cfg.overwrite or args.overwrite, skip_existing=cfg.skip_existing or args.skip_existing)
 
 
@@ -94,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(cfg, jobs: list[Job]) -> int:
     """Load once, then every (prompt, seed), with progress over the whole batch."""
     from ovi.outputs import claim_stem, exists, output_stem, save_generation
+    from ovi.parallel.groups import agree, init_from_env, my_share
     from ovi.pipeline import OviPipeline  # heavy imports only once the inputs are known to be good
 
     base_seed = resolve_seed(cfg.seed)  # -1: one random base for the batch, logged
@@ -104,14 +114,24 @@ def run(cfg, jobs: list[Job]) -> int:
         logger.info("skip_existing: %d of %d samples already written", len(work) - len(todo), len(work))
     if not todo:
         return 0
+    # Under torchrun: one process group; SP groups of sp_size ranks each take every dp_size-th sample.
+    local_rank = init_from_env(cfg.device.split(":")[0])
+    todo = agree(todo)
     start = time.monotonic()
     logger.info("loading models ...")
     pipe = OviPipeline.from_config(cfg)
     logger.info("models loaded in %.1f s", time.monotonic() - start)
+    if pipe.layout.world_size > 1:
+        todo = my_share(todo, pipe.layout)
+        logger.info("rank %d (local %d): SP group %d of %d, %d sample(s)", pipe.layout.rank, local_rank,
+                    pipe.layout.dp_rank, pipe.layout.dp_size, len(todo))
     for n, (i, job, seed) in enumerate(todo, 1):
         t0 = time.monotonic()
         logger.info("[%d/%d] %s, seed %d", n, len(todo), job.where, seed)
-        result = pipe.generate(job.prompt, image=job.image, seed=seed)
+        result = pipe.generate(job.prompt, image=job.image, seed=seed, video=cfg.video or None,
+                               audio=cfg.audio or None, extend=cfg.extend or None)
+        if result is None:  # an SP follower: its group's leader writes the output
+            continue
         stem = claim_stem(cfg.output_dir, output_stem(i, job.prompt, seed), cfg.overwrite)
         path = save_generation(result, stem, cfg, job.image)
         logger.info("[%d/%d] wrote %s (%.1f s)", n, len(todo), path, time.monotonic() - t0)

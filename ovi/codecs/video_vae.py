@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify as _diffusers_unpatchify
 from torch import nn
 
 from ovi.release import DEFAULT_ROOT, VIDEO_VAE
@@ -240,16 +241,67 @@ class VideoVAE(nn.Module):
         mean, inv_std = self._stats(mu)
         return (mu - mean) * inv_std
 
-    @torch.no_grad()
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Normalised ``latent [B, z, F, h, w]`` -> video ``[B, 3, 1 + 4(F-1), 16h, 16w]`` clamped to [-1, 1]."""
+    def enable_tiling(self, tile: int = 256, stride: int = 192) -> None:
+        """Decode in overlapping ``tile`` x ``tile`` pixel tiles every ``stride`` pixels (diffusers' tiling, seams
+        blended): the decoder's activations are one tile's instead of the whole frame's. Not bit-equal to the
+        untiled decode (the blend); its deviation is measured in tests/test_parallel_vae.py."""
+        self.model.enable_tiling(tile, tile, stride, stride)
+
+    @property
+    def tiling(self) -> bool:
+        return bool(getattr(self.model, "use_tiling", False))
+
+    def _denormalise(self, latent: torch.Tensor) -> torch.Tensor:
         if latent.dim() != 5 or latent.shape[1] != self.z_dim:
             raise ValueError(f"expected a latent [B, {self.z_dim}, F, h, w], got shape {tuple(latent.shape)}")
         mean, inv_std = self._stats(latent)
-        z = latent / inv_std + mean
+        return (latent / inv_std + mean).to(device=self.device, dtype=self.compute_dtype)
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor, chunk_frames: int = 0, out_device: torch.device | str | None = None
+               ) -> torch.Tensor:
+        """Normalised ``latent [B, z, F, h, w]`` -> video ``[B, 3, 1 + 4(F-1), 16h, 16w]`` clamped to [-1, 1].
+
+        ``chunk_frames > 0`` (untiled only): decode that many latent frames at a time and move each chunk to
+        ``out_device`` (default: the VAE's device) as it is done (:meth:`decode_chunks`): the same numbers, and
+        the compute device never holds the whole clip (3 x 241 x 960 x 960 float32 = 2.7 GB, twice while
+        diffusers concatenates).
+        """
+        if chunk_frames > 0 and not self.tiling:
+            return torch.cat([c.to(out_device or self.device) for c in self.decode_chunks(latent, chunk_frames)], 2)
         with self._compute():
             # diffusers' decode clamps to [-1, 1], as the reference's wrapped_decode does.
-            return self.model.decode(z.to(device=self.device, dtype=self.compute_dtype)).sample
+            video = self.model.decode(self._denormalise(latent)).sample
+        return video if out_device is None else video.to(out_device)
+
+    @torch.no_grad()
+    def decode_chunks(self, latent: torch.Tensor, chunk_frames: int = 1) -> Iterator[torch.Tensor]:
+        """Video ``[B, 3, T_k, H, W]`` per ``chunk_frames`` latent frames (the first chunk's first latent frame
+        gives 1 video frame, every other 4); concatenated over time they equal :meth:`decode`.
+
+        diffusers' decoder is causal and already runs one latent frame at a time with a feature cache; this runs
+        the same loop (``AutoencoderKLWan._decode``) but hands each chunk out instead of concatenating it.
+        """
+        if self.tiling:
+            raise ValueError("decode_chunks runs the untiled decoder; disable tiling or use decode()")
+        model = self.model
+        z = self._denormalise(latent)
+        with self._compute():
+            model.clear_cache()
+            try:
+                for start in range(0, z.shape[2], chunk_frames):
+                    outs = []
+                    for i in range(start, min(start + chunk_frames, z.shape[2])):
+                        model._conv_idx = [0]
+                        x = model.post_quant_conv(z[:, :, i : i + 1])  # a 1x1x1 conv: per frame is exact
+                        outs.append(model.decoder(x, feat_cache=model._feat_map, feat_idx=model._conv_idx,
+                                                  first_chunk=i == 0))
+                    out = torch.cat(outs, 2)
+                    if model.config.patch_size is not None:
+                        out = _diffusers_unpatchify(out, model.config.patch_size)
+                    yield out.clamp(-1.0, 1.0)
+            finally:
+                model.clear_cache()
 
     # ----------------------------------------------------------------------------------- loaders
     @classmethod

@@ -9,7 +9,6 @@ audio token l (at video frame 0.19676*l) and video frame f meet on one time axis
 """
 from __future__ import annotations
 
-import contextlib
 from typing import ContextManager, Sequence
 
 import torch
@@ -36,8 +35,6 @@ class FusionModel(nn.Module):
         self.cfg = cfg
         self.video_model = Tower(cfg.video, fusion=True)
         self.audio_model = Tower(cfg.audio, fusion=True)
-        # Optional per-block hook around fusion block i (block streaming offload, ovi.models.offload).
-        self.block_residency: BlockResidency | None = None
         if init:
             self.init_weights()
 
@@ -107,7 +104,7 @@ class FusionModel(nn.Module):
         return self.video_model.unembed(vt, v), self.audio_model.unembed(at, a)
 
     def _resident(self, i: int) -> ContextManager:
-        return contextlib.nullcontext() if self.block_residency is None else self.block_residency.block(i)
+        return self.video_model.resident(i)  # the towers share one residency: fusion block i is both blocks i
 
     def _skip_block(
         self, i: int, vt: TowerTokens, at: TowerTokens, v: torch.Tensor, a: torch.Tensor, slg_rows: Sequence[int] | None
@@ -141,7 +138,7 @@ class FusionModel(nn.Module):
 
 
 class BlockResidency:
-    """Protocol of ``FusionModel.block_residency``: ``block(i)`` is a context manager around fusion block i."""
+    """Protocol of ``Tower.block_residency`` (shared by both towers): ``block(i)`` is a context manager around block i."""
 
     def block(self, i: int) -> ContextManager:  # pragma: no cover - interface
         raise NotImplementedError

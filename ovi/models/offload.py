@@ -103,5 +103,5 @@ def stream_blocks(model: FusionModel, device: torch.device | str, resident: int 
             if name != "blocks":
                 child.to(device)
     streamer = BlockStreamer(model, device, resident)
-    model.block_residency = streamer
+    model.video_model.block_residency = model.audio_model.block_residency = streamer
     return streamer

@@ -13,9 +13,10 @@ cross-modal layers, which stay in high precision, and which module is the unit o
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import ContextManager, Sequence
 
 import torch
 from torch import nn
@@ -88,6 +89,10 @@ class SelfAttention(nn.Module):
         # q/k RMS-normed over the full width before the head split.
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
 
+    # Attention over the token sequence (self and cross-modal; not text): ovi.parallel.ulysses replaces it per
+    # instance with an all-to-all around it when the tokens are split across ranks.
+    attend_tokens = staticmethod(attention)
+
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1))  # [B, L, dim] -> [B, L, H, D]
 
@@ -95,7 +100,7 @@ class SelfAttention(nn.Module):
         q = apply_rotary(self.heads(self.norm_q(self.q(x))), rope)
         k = apply_rotary(self.heads(self.norm_k(self.k(x))), rope)
         v = self.heads(self.v(x))
-        return self.o(attention(q, k, v, k_lens=seq_lens, backend=backend).flatten(2))
+        return self.o(self.attend_tokens(q, k, v, k_lens=seq_lens, backend=backend).flatten(2))
 
 
 class CrossAttention(SelfAttention):
@@ -142,7 +147,7 @@ class CrossAttention(SelfAttention):
             t = self.pre_attn_norm_fusion(target.x)
             k_t = apply_rotary(self.heads(self.norm_k_fusion(self.k_fusion(t))), target.rope)
             v_t = self.heads(self.v_fusion(t))
-            out = out + attention(apply_rotary(q, rope), k_t, v_t, k_lens=target.seq_lens, backend=backend)
+            out = out + self.attend_tokens(apply_rotary(q, rope), k_t, v_t, k_lens=target.seq_lens, backend=backend)
         return self.o(out.flatten(2))
 
 
@@ -216,6 +221,8 @@ class Tower(nn.Module):
         self.head = Head(cfg.dim, cfg.out_dim, cfg.patch_size, cfg.eps)
         self.gradient_checkpointing = False
         self.attention_backend = "auto"
+        self.block_residency = None  # block streaming offload (ovi.models.offload): a context per block index
+        self.sequence_parallel = None  # ovi.parallel.ulysses.SequenceShard: tokens split across ranks
 
     # -- layout: latents <-> tokens ------------------------------------------------------------------
     def grid_size(self, latent: torch.Tensor) -> tuple[int, ...]:
@@ -263,10 +270,13 @@ class Tower(nn.Module):
         ctx = self.text_embedding(torch.stack([self._pad_text(c.to(dtype)) for c in context]))
         if not cache_kv:
             return PreparedText(ctx)
-        kv = tuple(block.cross_attn.text_kv(ctx) for block in self.blocks)
+        kv = []
+        for i, block in enumerate(self.blocks):
+            with self.resident(i):
+                kv.append(block.cross_attn.text_kv(ctx))
         if dtype not in (torch.float32, torch.float64):  # a log-count score bias would round in half precision
-            return PreparedText(ctx, kv)
-        kv, bias = compact_text_kv(kv, [c.shape[0] for c in context])
+            return PreparedText(ctx, tuple(kv))
+        kv, bias = compact_text_kv(tuple(kv), [c.shape[0] for c in context])
         return PreparedText(ctx, kv, bias)
 
     def rope_table(self, latents: list[torch.Tensor], seq_len: int | None = None) -> RotaryTable:
@@ -320,7 +330,8 @@ class Tower(nn.Module):
         rope = stream.rope if stream.rope is not None else self.rope_table(latents, seq_len)
         if rope.cos.shape[1] != seq_len:
             raise ValueError(f"stream.rope covers {rope.cos.shape[1]} tokens but the batch is padded to {seq_len}")
-        return TowerTokens(x, e, e0, context.embedded, seq_lens, grid_sizes, rope, context.kv, context.kv_bias)
+        tok = TowerTokens(x, e, e0, context.embedded, seq_lens, grid_sizes, rope, context.kv, context.kv_bias)
+        return tok if self.sequence_parallel is None else self.sequence_parallel.shard(tok)
 
     def _patch_tokens(self, latent: torch.Tensor) -> torch.Tensor:
         """One latent -> its tokens [n_tokens, dim] in token order."""
@@ -351,6 +362,8 @@ class Tower(nn.Module):
     def unembed(self, tok: TowerTokens, x: torch.Tensor) -> list[torch.Tensor]:
         """Head + unpatchify: [B, L, dim] -> list of latents in the input layout."""
         out = self.head(x, tok.e)  # [B, L, prod(patch) * out_dim]
+        if self.sequence_parallel is not None:  # this rank's tokens -> all (the head's output is the narrowest)
+            out = self.sequence_parallel.gather(out)
         return [self.unpatchify(u, g) for u, g in zip(out, tok.grid_sizes)]
 
     def run_block(self, fn, *args):  # noqa: ANN001, ANN201 - thin checkpointing wrapper
@@ -364,8 +377,13 @@ class Tower(nn.Module):
         h = tok.x
         for i, block in enumerate(self.blocks):
             kv = None if tok.text_kv is None else tok.text_kv[i]
-            h = self.run_block(block, tok, h, self.attention_backend, kv)
+            with self.resident(i):
+                h = self.run_block(block, tok, h, self.attention_backend, kv)
         return self.unembed(tok, h)
+
+    def resident(self, i: int) -> ContextManager:
+        """Block i's weights on the compute device for the duration (a no-op unless blocks are streamed)."""
+        return contextlib.nullcontext() if self.block_residency is None else self.block_residency.block(i)
 
 
 def _fit_token_timesteps(t: torch.Tensor, seq_len: int) -> torch.Tensor:

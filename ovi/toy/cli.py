@@ -2,6 +2,7 @@
 
     ovi-toy make --out DIR --num 100 --seed 0 [--size 64] [--kinds bounce,flash,face,ambient]
     ovi-toy score DIR [--shuffle-audio] [--json report.json]
+    ovi-toy rebuild [--out runs/toy] [--quick] [--ablations]   # the whole recipe (ovi.toy.rebuild)
 
 ``make`` is resumable: clips whose mp4 and sidecar both exist are skipped. ``score`` measures every mp4 from
 its pixels and sound; sidecars, when present, add the ground-truth comparison. ``--shuffle-audio`` pairs
@@ -18,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ovi.media import read_audio, read_video
+from ovi.toy import rebuild
 from ovi.toy.clip import SAMPLE_RATE, SIZES
 from ovi.toy.metrics import score_clip, shuffled_pairs, summarise
 from ovi.toy.sidecar import read_sidecar
@@ -93,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folder", type=Path)
     p.add_argument("--shuffle-audio", action="store_true", help="pair each video with another clip's audio")
     p.add_argument("--json", type=Path, help="also write the rows and summary here")
+    p = sub.add_parser("rebuild", help="world -> shards -> codecs -> stage 1 -> stage 2 -> release folder; resumable")
+    rebuild.add_arguments(p)
     args = parser.parse_args(argv)
+    if args.command == "rebuild":
+        return rebuild.run_from_args(args)
     if args.command == "make":
         made, skipped = make(args.out, args.num, args.seed, args.size, args.kinds)
         print(f"made {made} clips, skipped {skipped} already complete, in {args.out}")

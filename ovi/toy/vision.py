@@ -73,6 +73,8 @@ def lanes(frames: np.ndarray, mask: np.ndarray | None = None) -> list[Lane]:
         lane_luma = lum[:, :, x0:x1][:, ever].mean(axis=1)
         bright = lane_luma >= np.percentile(lane_luma, 90)
         pixels = frames[:, :, x0:x1][bright][m[bright]].astype(np.int16)  # [P, 3] object pixels, brightest frames
+        if len(pixels) == 0:  # the object is absent in the brightest frames (generated clips can do that)
+            continue
         sat = pixels.max(axis=1) - pixels.min(axis=1)
         core = pixels[sat >= np.percentile(sat, 75)]  # rims of small objects mix with the backdrop (h264 chroma)
         out.append(Lane(int(x0), int(x1), heights, lane_luma, colour_name(np.median(core, axis=0)),

@@ -1,0 +1,194 @@
+"""``ovi-toy rebuild``: the whole toy recipe with the project's real tools, one phase after another, resumable.
+
+    world (ovi-toy make) -> shards (ovi-data: audio-video, and audio-only for stage 1) -> codecs (ovi.toy.codecs)
+    -> latents (train.precompute) -> stage 1 (train.cli: toy_audio_pretrain, then toy_audio_finetune)
+    -> stage 2 (ovi.toy.init_fusion, train.cli: toy_fusion) -> release folder (checkpoints/toy's layout)
+    [--ablations: the unfused baseline and the audio RoPE scale 1.0 run of stage 2, each to its own release folder]
+
+Every phase is a subprocess running the project's own CLI, so the recipe is exactly what a user would type;
+each tool resumes on its own (clips, shards, latent shards and trainer checkpoints are written atomically) and a
+phase whose outputs are complete is skipped, so a killed rebuild continues where it stopped.
+``--quick`` runs the same chain on a handful of clips and a few steps (CI: minutes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ovi.config import load_fusion_config, to_yaml
+
+MODEL_CONFIG = "configs/model/toy.yaml"
+TRAIN_CONFIGS = {s: f"configs/train/toy_{s}.yaml" for s in ("audio_pretrain", "audio_finetune", "fusion")}
+VOCODER_FILE = {"vocoder": "griffin_lim", "iters": 32}  # the shipped checkpoints/toy/griffin_lim.json
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Sizes of one rebuild. FULL fits 90 minutes on an idle 2-core machine; QUICK is the CI smoke run."""
+
+    clips: int
+    video_vae_steps: int
+    audio_vae_steps: int
+    pretrain_steps: int
+    finetune_steps: int
+    fusion_steps: int
+    fusion_batch: int
+
+
+FULL = Budget(clips=120, video_vae_steps=1500, audio_vae_steps=2000, pretrain_steps=300, finetune_steps=100,
+              fusion_steps=800, fusion_batch=8)
+QUICK = Budget(clips=8, video_vae_steps=4, audio_vae_steps=4, pretrain_steps=2, finetune_steps=2, fusion_steps=2,
+               fusion_batch=2)
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    """Run one tool; its output goes to the phase log (and the terminal's tail on failure)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+        raise SystemExit(f"phase failed ({proc.returncode}): {' '.join(cmd)}\n--- {log} (tail) ---\n{tail}")
+
+
+def _py(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+class Rebuild:
+    def __init__(self, out: Path, budget: Budget, seed: int = 0):
+        self.out, self.b, self.seed = out, budget, seed
+        self.logs = out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.codecs = out / "codecs"
+
+    def _encoders(self, video: bool) -> list[str]:
+        c = self.codecs
+        over = [f"encoders.audio_vae={c / 'v1-16.pth'}", f"encoders.text_encoder={c / 'text_encoder'}",
+                f"encoders.tokenizer={c / 'tokenizer'}"]
+        return over + ([f"encoders.video_vae={c / 'vae'}"] if video else [])
+
+    # -- phases ---------------------------------------------------------------------------------
+    def world(self) -> None:
+        _run(_py("ovi.toy.cli", "make", "--out", str(self.out / "world"), "--num", str(self.b.clips),
+                 "--seed", str(self.seed)), self.logs / "world.log")
+
+    def shards(self) -> None:
+        data = [*_py("data_pipeline.cli", "run", "--config", "configs/data/toy.yaml", "--input", str(self.out / "world"))]
+        _run([*data, "--output", str(self.out / "shards_av")], self.logs / "shards.log")
+        _run([*data, "--output", str(self.out / "shards_audio"), "mode=audio", "audio_split.purpose=finetune",
+              "pack.shard_prefix=toy-audio"], self.logs / "shards.log")
+
+    def codecs_phase(self) -> None:
+        _run(_py("ovi.toy.codecs", "--clips", str(self.out / "world"), "--out", str(self.codecs),
+                 "--video-steps", str(self.b.video_vae_steps), "--audio-steps", str(self.b.audio_vae_steps),
+                 "--seed", str(self.seed)), self.logs / "codecs.log")
+
+    def latents(self) -> None:
+        for stage, src in (("audio_pretrain", "shards_audio"), ("audio_finetune", "shards_audio"), ("fusion", "shards_av")):
+            _run(_py("train.precompute", "--config", TRAIN_CONFIGS[stage], "--input", str(self.out / src),
+                     "--out", str(self.out / "latents" / stage), "--store-dtype", "fp32",
+                     *self._encoders(stage == "fusion")), self.logs / "latents.log")
+
+    def _train(self, stage: str, run: str, steps: int, *extra: str) -> Path:
+        run_dir = self.out / run
+        _run(_py("train.cli", "--config", TRAIN_CONFIGS[stage], f"run_dir={run_dir}", f"max_steps={steps}",
+                 f"data.shards=[{self.out / 'latents' / stage}]", *extra), self.logs / f"{run}.log")
+        return run_dir / "export" / f"{stage}.safetensors"
+
+    def stage1(self) -> None:
+        pre = self._train("audio_pretrain", "audio_pretrain", self.b.pretrain_steps)
+        self._train("audio_finetune", "audio_finetune", self.b.finetune_steps, f"init.audio_tower={pre}")
+
+    def stage2(self, name: str = "fusion", unfused: bool = False, rope_scale: float | None = None) -> None:
+        """One stage-2 run: the shipped recipe, the unfused baseline, or another audio RoPE scale."""
+        model = MODEL_CONFIG
+        if rope_scale is not None:
+            cfg = load_fusion_config(MODEL_CONFIG)
+            cfg = replace(cfg, audio=replace(cfg.audio, rope_temporal_scale=rope_scale))
+            model = str(self.out / f"model_{name}.yaml")
+            Path(model).write_text(to_yaml(cfg))
+        init = self.out / f"{name}_init.safetensors"
+        audio = self.out / "audio_finetune" / "export" / "audio_finetune.safetensors"
+        _run(_py("ovi.toy.init_fusion", "--model", model, "--audio-tower", str(audio), "--out", str(init),
+                 "--seed", str(self.seed), *(["--unfused"] if unfused else [])), self.logs / f"{name}.log")
+        extra = [f"model={model}", f"init.fusion={init}", f"data.batch_size={self.b.fusion_batch}"]
+        if unfused:
+            extra.append("frozen=[*_fusion*]")  # the zeroed cross-modal layers stay zero: no audio-video exchange
+        export = self._train("fusion", name, self.b.fusion_steps, *extra)
+        self.release(export, self.out / "release" / name)
+
+    def release(self, fusion: Path, dest: Path) -> None:
+        """checkpoints/toy's layout: fusion.safetensors, vae/, v1-16.pth, text_encoder/, tokenizer/, griffin_lim.json."""
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(fusion, dest / "fusion.safetensors")
+        for name in ("vae", "text_encoder", "tokenizer"):
+            shutil.copytree(self.codecs / name, dest / name, dirs_exist_ok=True)
+        shutil.copy2(self.codecs / "v1-16.pth", dest / "v1-16.pth")
+        (dest / "griffin_lim.json").write_text(json.dumps(VOCODER_FILE) + "\n")
+
+    # -- driver ---------------------------------------------------------------------------------
+    def phases(self, ablations: bool) -> list[tuple[str, callable, Path]]:
+        """(name, run, the file whose presence means the phase is complete)."""
+        rel = self.out / "release"
+        plan = [
+            ("world", self.world, None),
+            ("shards", self.shards, self.out / "shards_audio" / "shards" / "index.json"),
+            ("codecs", self.codecs_phase, self.codecs / "codecs_done.json"),
+            ("latents", self.latents, self.out / "latents" / "fusion" / "shards" / "index.json"),
+            ("stage 1", self.stage1, self.out / "audio_finetune" / "export" / "audio_finetune.safetensors"),
+            ("stage 2", self.stage2, rel / "fusion" / "fusion.safetensors"),
+        ]
+        if ablations:
+            plan += [("stage 2 unfused", lambda: self.stage2("unfused", unfused=True), rel / "unfused" / "fusion.safetensors"),
+                     ("stage 2 rope 1.0", lambda: self.stage2("rope1", rope_scale=1.0), rel / "rope1" / "fusion.safetensors")]
+        return plan
+
+    def run(self, ablations: bool = False) -> dict[str, float]:
+        times_file = self.out / "phase_times.json"
+        times = json.loads(times_file.read_text()) if times_file.exists() else {}
+        plan = self.phases(ablations)
+        for name, fn, done in (bar := tqdm(plan, desc="ovi-toy rebuild", unit="phase")):
+            bar.set_postfix_str(name)
+            if done is not None and done.exists():
+                continue
+            t0 = time.time()
+            fn()
+            times[name] = times.get(name, 0.0) + time.time() - t0
+            times_file.write_text(json.dumps(times, indent=1) + "\n")
+        return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ovi-toy rebuild", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run_from_args(p.parse_args(argv))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("runs/toy"))
+    p.add_argument("--quick", action="store_true", help="a few clips and steps: the CI smoke run (minutes)")
+    p.add_argument("--ablations", action="store_true", help="also the unfused baseline and the RoPE 1.0 run")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_from_args(a: argparse.Namespace) -> int:
+    times = Rebuild(a.out, QUICK if a.quick else FULL, a.seed).run(a.ablations)
+    print("phase times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    print(f"release folder(s) in {a.out / 'release'}; ship one with: cp -r {a.out / 'release' / 'fusion'}/* checkpoints/toy/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
