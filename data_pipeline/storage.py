@@ -108,6 +108,7 @@ class Storage:
                 yield f
         else:
             # Object stores publish on close; an exception aborts the upload (fsspec discards the buffer).
+            self._parent_dirs(rel)
             f = self.fs.open(self._remote(rel), "wb")
             try:
                 yield f
@@ -143,7 +144,13 @@ class Storage:
         with tempfile.TemporaryDirectory(prefix="ovi-data-") as d:
             tmp = Path(d) / f"staged{suffix}"
             yield tmp
+            self._parent_dirs(rel)
             self.fs.put_file(str(tmp), self._remote(rel))
+
+    def _parent_dirs(self, rel: str) -> None:
+        """Folders exist only on filesystem-like URLs (local://, NFS mounts); object stores have none."""
+        if getattr(self.fs, "auto_mkdir", True) is False:
+            self.fs.makedirs(str(PurePosixPath(self._remote(rel)).parent), exist_ok=True)
 
     def sweep_temp_files(self) -> int:
         """Delete temp files left by killed workers (call only while holding the run lock)."""

@@ -117,16 +117,6 @@ def denoise_given(model, video_noise: torch.Tensor, audio_noise: torch.Tensor, t
     return given.pin(x_v, x_a)
 
 
-def extension_prefix(video_latent: torch.Tensor | None, audio_latent: torch.Tensor | None, frames: int,
-                     audio_per_frame: float) -> Given:
-    """The last ``frames`` latent frames of a clip (and the audio latents over the same time) as a clean prefix."""
-    video = None if video_latent is None else video_latent[:, -frames:]
-    audio = None
-    if audio_latent is not None:
-        audio = audio_latent[-max(1, round(frames * audio_per_frame)):]
-    return Given(video, audio)
-
-
 # --- given media: files (or arrays) -> model-size pixels and 16 kHz waveform at the clip geometry ------------------
 # `ovi-generate --video / --audio / --extend` and `OviPipeline.generate(video=, audio=, extend=)`. What is given is
 # written back as given (V2A: the input frames, A2V: the input audio, extension: the input's tail), so it never

@@ -1,5 +1,6 @@
 """The streaming Ray Data pipeline, on a local Ray cluster (2 CPUs): the same results and byte-identical shards
-as the local engine, and a driver killed mid-run resumes with no clip lost or duplicated."""
+as the local engine, and a driver killed mid-run (writing to an fsspec URL) resumes with no clip lost or
+duplicated."""
 from __future__ import annotations
 
 import os
@@ -87,7 +88,8 @@ def test_ray_driver_killed_mid_run_resumes_without_loss_or_duplicates(inputs, tm
         run_pipeline(load_data_config(None, [f"input={inputs}", f"output={reference}", "engine.workers=1",
                                              *overrides]))
         out = tmp_path / "ray"
-        cmd = [sys.executable, "-m", "data_pipeline", "run", "--input", str(inputs), "--output", str(out),
+        # The output as an fsspec URL: every Ray worker writes results, clips and shards through fsspec.
+        cmd = [sys.executable, "-m", "data_pipeline", "run", "--input", str(inputs), "--output", f"local://{out}",
                "--engine", "ray", *overrides]
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -103,3 +103,29 @@ def test_added_clips_go_to_new_shards_and_old_shards_keep_their_names(videos, tm
     new_keys = {m.name.split(".")[0] for n in ("ovi-000002.tar", "ovi-000003.tar")
                 for m in tarfile.open(out / "shards" / n)}
     assert all(k.startswith("later") for k in new_keys)
+
+
+def test_a_run_stopped_while_writing_shards_finishes_them_under_the_same_names(videos, tmp_path, monkeypatch):
+    from data_pipeline.stages import pack
+
+    inp = subset(videos, tmp_path / "in", ["a.mp4", "b.mp4", "later.mp4"])
+    with FakeCaptionServer() as server:
+        run(inp, tmp_path / "clean", server, "pack.samples_per_shard=1")
+        real, calls = pack._write_plan, []
+
+        def dies_on_the_second_shard(job):
+            calls.append(job[1].name)
+            if len(calls) == 2:
+                raise KeyboardInterrupt("killed while writing shards")
+            return real(job)
+
+        monkeypatch.setattr(pack, "_write_plan", dies_on_the_second_shard)
+        with pytest.raises(KeyboardInterrupt):
+            run(inp, tmp_path / "out", server, "pack.samples_per_shard=1")
+        assert Storage(tmp_path / "out").exists("shards/pending-plan.json")
+        monkeypatch.setattr(pack, "_write_plan", real)
+        summary = run(inp, tmp_path / "out", server, "pack.samples_per_shard=1")
+    assert summary["stages"]["pack"]["shards_written"] == 3  # the first shard was already done
+    want = {p.name: p.read_bytes() for p in (tmp_path / "clean" / "shards").glob("*.tar")}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "shards").glob("*.tar")} == want and len(want) == 4
+    assert not Storage(tmp_path / "out").exists("shards/pending-plan.json")

@@ -10,7 +10,7 @@ from ovi.config import load_fusion_config
 from ovi.denoise import Conditioning, GuidanceConfig
 from ovi.flow import FLOW
 from ovi.models.fusion import FusionModel
-from ovi.modes import CleanTokens, Given, denoise_given, extension_prefix, given_velocity
+from ovi.modes import CleanTokens, Given, denoise_given, given_velocity
 from ovi.models.stream import Stream
 from train.config import ObjectiveConfig, load_train_config
 from train.objective import FlowMatchingObjective
@@ -130,10 +130,3 @@ def test_zero_shot_feeds_the_ground_truth_noised_to_the_current_level() -> None:
     velocity(torch.zeros(48, 1, 2, 2), torch.zeros(11, 20), torch.tensor([750.0]))
     eps = torch.randn(clean.shape, generator=torch.Generator().manual_seed(7))
     assert torch.allclose(calls[0][0], FLOW.noise(clean, eps, 0.25)) and torch.allclose(calls[1][0], FLOW.noise(clean, eps, 0.75))
-
-
-def test_extension_takes_the_clips_tail_as_prefix() -> None:
-    video, audio = torch.arange(5.0).view(1, 5, 1, 1).expand(48, 5, 2, 2), torch.arange(25.0)[:, None].expand(25, 20)
-    given = extension_prefix(video, audio, frames=2, audio_per_frame=5.0)
-    assert given.video_units == 2 and torch.equal(given.video[0, :, 0, 0], torch.tensor([3.0, 4.0]))
-    assert given.audio_units == 10 and float(given.audio[0, 0]) == 15.0

@@ -160,7 +160,7 @@ def write_shards(cfg: DataPipelineConfig, parallel_map: Callable) -> dict:
     pcfg = cfg.pack
     records = {r["id"]: r for r in Manifest(storage, "pack").accepted()}
     ledger = ShardLedger(storage, SHARD_DIR)
-    plan_rel = f"{SHARD_DIR}/ledger/{PLAN_NAME}"
+    plan_rel = f"{SHARD_DIR}/{PLAN_NAME}"
     if storage.exists(plan_rel):  # an interrupted run's plan: finish it as planned
         planned = json.loads(storage.read_bytes(plan_rel))
     else:

@@ -1,0 +1,1 @@
+"""Several processes for one model: sequence parallelism (ulysses), process layout (groups), a scaling model."""
