@@ -17,7 +17,7 @@ from ovi.config import InferenceConfig, load_config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_ROOT = REPO_ROOT / "configs"
 PRESET_DIR = CONFIG_ROOT / "inference"
-DEFAULT_PRESET = "960x960_10s"  # the release's default model
+DEFAULT_PRESET = "toy"  # the shipped toy model (checkpoints/toy): runs on any CPU; the release default is 960x960_10s
 
 
 def list_presets() -> list[str]:

@@ -253,7 +253,8 @@ def check_request(cfg: InferenceConfig, jobs: list[Job]) -> list[str]:
                             f"frames ({ClipGeometry.for_frames(trained).duration_s:.2f} s); set num_frames={trained} "
                             "or pick the variant of that length")
         area = RELEASED_AREA.get(cfg.variant)
-        if not cfg.random_weights and area and abs(cfg.area - area) > AREA_TOLERANCE * area:
+        # A trained export (style from its metadata) was trained at its own size, not the variant's.
+        if not cfg.random_weights and style is None and area and abs(cfg.area - area) > AREA_TOLERANCE * area:
             warnings.append(f"area={cfg.area} is more than 10% off the {cfg.variant} model's {area}; "
                             "results may suffer")
     count = None

@@ -138,6 +138,10 @@ def test_deepspeed_config_is_filled_from_the_trainer_config(tmp_path: Path) -> N
     assert sizes == (2, 3, 24)
     assert ds["gradient_clipping"] == 0.5 and ds["bf16"] == {"enabled": True}
     assert deepspeed_config(cfg("audio_pretrain"), 1)["zero_optimization"]["stage"] == 2
+    assert "communication_data_type" not in ds and "checkpoint" not in ds  # DeepSpeed's bf16 reduction by default
+    fp32 = deepspeed_config(cfg("fusion", "engine.grad_reduce_dtype=fp32"), 4, load_universal=True)
+    assert fp32["communication_data_type"] == "fp32" and fp32["data_types"] == {"grad_accum_dtype": "fp32"}
+    assert fp32["checkpoint"] == {"load_universal": True}
     bad = tmp_path / "ds.json"
     bad.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_clipping": 2.0}))
     with pytest.raises(ValueError, match="gradient_clipping"):

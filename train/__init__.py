@@ -7,7 +7,10 @@
     model_init.py     the stage's model and its starting weights (Wan DiT, stage exports, Ovi files)
     params.py         trainable / frozen parameters by name pattern
     engine.py         process group, DeepSpeed config, AdamW + schedule
-    checkpoint.py     atomic save / exact resume
+    checkpoint.py     atomic save / exact resume, fallback past damaged checkpoints, data slots (elastic resume)
+    preflight.py      every input checked before anything is built
+    run_lock.py       one trainer per run folder; workers end with their launcher
+    memory.py         --dry-run: build model + engine, per-rank peak memory
     export.py         checkpoint -> one safetensors file (release key format)
     metrics.py        FLOP / MFU estimate, metric sinks
     encoders.py       encoder protocol, codec geometry, tiny stand-ins; released_encoders.py the real ones

@@ -121,7 +121,7 @@ class Trainer:
         # Slot s reads the stream a rank-s run with no accumulation reads: the seeds are per slot.
         self.streams = {s: BatchStream(cfg, s, self.data_states[s]) for s in self.slots}
         self.batches = {s: iter(b) for s, b in self.streams.items()}
-        self.nonfinite_steps = self.skipped_steps_seen = 0
+        self.nonfinite_steps = 0
         self.sink = None
         if self.rank == 0:
             wandb_cfg = {"project": cfg.logging.wandb_project, "name": cfg.logging.wandb_run_name}

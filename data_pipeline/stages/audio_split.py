@@ -2,8 +2,8 @@
 
 ``purpose=pretrain``: clips of ``min_s``..``max_s`` (12 s), each ending at the quietest short window of its
 allowed range (the latest of equally quiet ones, so clips run long) so words are rarely cut; a tail shorter
-than ``min_s`` is dropped. ``purpose=finetune``: back-to-back clips of exactly ``finetune_s`` (5.04 s). Output: ``audio/{id}.wav`` (16 kHz mono PCM16).
-Reason: ``too_short`` (no clip fits).
+than ``min_s`` is dropped. ``purpose=finetune``: back-to-back clips of exactly ``finetune_s`` (5.04 s).
+Output: ``audio/{id}.wav`` (16 kHz mono PCM16). Reason: ``too_short`` (no clip fits).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """ovi-ui: the web UI (Gradio) on a preset.
 
-    ovi-ui                                   # the tiny preset: runs anywhere, output is noise
+    ovi-ui                                   # the shipped toy model: runs on any CPU
     ovi-ui --config 960x960_10s --port 7891  # the released model (after ovi-download)
 """
 from __future__ import annotations

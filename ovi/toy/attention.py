@@ -30,11 +30,11 @@ SIGMA = 0.5
 WINDOW = 1  # latent frames either side of the aligned one
 
 
-def aligned_latent_frame(num_audio: int, num_video_frames: int) -> np.ndarray:
-    """Video latent frame holding the moment of each audio latent: [num_audio] ints."""
+def aligned_latent_frame(num_audio: int, num_latent_frames: int) -> np.ndarray:
+    """Video latent frame holding the moment of each audio latent's centre: [num_audio] ints."""
     t_s = (np.arange(num_audio) + 0.5) * AUDIO_SAMPLES_PER_LATENT / SAMPLE_RATE
-    frame = t_s * FPS  # video frame index at that moment
-    return np.clip(np.ceil(frame / VAE_TEMPORAL_FACTOR), 0, num_video_frames - 1).astype(int)
+    frame = np.floor(t_s * FPS)  # the video frame shown at that moment
+    return np.clip(np.ceil(frame / VAE_TEMPORAL_FACTOR), 0, num_latent_frames - 1).astype(int)
 
 
 class _Recorder:
@@ -96,8 +96,7 @@ def attention_map(release: Path, clips: Path, limit: int = 8) -> np.ndarray:
 def aligned_mass(att: np.ndarray) -> float:
     """Share of attention within +-WINDOW latent frames of the aligned one, averaged over audio latents."""
     la, num_f = att.shape
-    aligned = aligned_latent_frame(la, 1 + (num_f - 1) * VAE_TEMPORAL_FACTOR)
-    aligned = np.clip(aligned, 0, num_f - 1)
+    aligned = aligned_latent_frame(la, num_f)
     near = np.abs(np.arange(num_f)[None, :] - aligned[:, None]) <= WINDOW  # [La, F]
     return float((att * near).sum(1).mean())
 
@@ -112,7 +111,7 @@ def plot(maps: dict[str, np.ndarray], masses: dict[str, float], path: Path) -> N
     for ax, (name, att) in zip(np.atleast_1d(axes), maps.items()):
         ax.imshow(att.T, aspect="auto", origin="lower", cmap="viridis")
         la, num_f = att.shape
-        ax.plot(np.arange(la), np.clip(aligned_latent_frame(la, 1 + (num_f - 1) * 4), 0, num_f - 1), "w--", lw=0.8)
+        ax.plot(np.arange(la), aligned_latent_frame(la, num_f), "w--", lw=0.8)
         ax.set_title(f"{name}: aligned mass {masses[name]:.3f}")
         ax.set_xlabel("audio latent (32 ms)")
         ax.set_ylabel("video latent frame (167 ms)")

@@ -2,7 +2,7 @@
 
     python -m ovi.toy.codecs --clips runs/toy/world --out checkpoints/toy [--video-steps N --audio-steps N]
 
-Writes (what ``ovi.components.toy_components`` and ``train.precompute`` read):
+Writes (what ``ovi.components.load_components`` with configs/inference/toy.yaml and ``train.precompute`` read):
     {out}/vae/            Wan2.2 VAE (diffusers ``AutoencoderKLWan``, widths 1/20 of the release) with the toy's
                           own latents_mean / latents_std in its config (the release's are for real video)
     {out}/v1-16.pth       MMAudio mel VAE (release layout: raw weights before EDM2 normalisation, data_mean/std)
@@ -11,9 +11,9 @@ Writes (what ``ovi.components.toy_components`` and ``train.precompute`` read):
 
 Recipe (documented in the README, "The toy world"): the video VAE learns on random 5-frame windows (one causal
 chunk after the first frame) with L1 + MSE on pixels, weighted up on the foreground (``foreground_weight``), and a
-1e-6 KL; the audio VAE on random 2 s mel windows with
-L1 on the normalised mel and EDM2's forced weight normalisation applied in every forward (as MMAudio trains it).
-Both use AdamW, lr 2e-3 with a cosine decay.
+1e-6 KL; the audio VAE on random 2 s mel windows with L1 on the normalised mel of a sampled posterior plus a
+1e-4 KL, its encoder's output gain fixed at 1, and EDM2's forced weight normalisation applied in every forward
+(as MMAudio trains it). Both use AdamW, lr 2e-3 with a cosine decay.
 """
 from __future__ import annotations
 
@@ -36,13 +36,14 @@ from ovi.codecs.mel import MelFrontEnd
 from ovi.codecs.text_encoder import build_umt5_encoder
 from ovi.codecs.video_vae import build_wan22_vae
 from ovi.components import TINY_TEXT_ENCODER, char_tokenizer
+from ovi.config import load_fusion_config
 from ovi.fileio import atomic_path
 from ovi.media import read_audio, read_video
 from ovi.toy.clip import SAMPLE_RATE
 
 VIDEO_VAE_WIDTHS = {"base_dim": 8, "decoder_base_dim": 8}
 AUDIO_VAE_HIDDEN = 16
-TEXT_DIM = 64  # d_model of the toy UMT5 = text_dim of configs/model/toy.yaml
+MODEL_CONFIG = "configs/model/toy.yaml"  # the toy model; its text_dim is the toy UMT5's d_model
 VIDEO_WINDOW = 5  # frames per training window: the first frame plus one causal chunk of 4
 AUDIO_WINDOW_MELS = 126  # ~2 s of mel frames (even: the VAE halves time)
 KL_WEIGHT = 1e-6
@@ -162,12 +163,12 @@ def train_audio_vae(audio: list[torch.Tensor], steps: int, batch: int = 8, seed:
     return vae.eval().requires_grad_(False)
 
 
-def save_text_encoder(out: Path, seed: int = 0) -> None:
+def save_text_encoder(out: Path, text_dim: int, seed: int = 0) -> None:
     """A frozen random tiny UMT5 (char tokenizer): fixed features the DiT learns to read."""
     tokenizer = char_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        encoder = build_umt5_encoder(TINY_TEXT_ENCODER | {"d_model": TEXT_DIM, "vocab_size": len(tokenizer)})
+        encoder = build_umt5_encoder(TINY_TEXT_ENCODER | {"d_model": text_dim, "vocab_size": len(tokenizer)})
     encoder.save_pretrained(out / "text_encoder")
     tokenizer.save_pretrained(out / "tokenizer")
 
@@ -225,10 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clips", type=Path, required=True, help="a world folder (ovi-toy make)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--video-steps", type=int, default=1500)
-    p.add_argument("--audio-steps", type=int, default=1500)
+    p.add_argument("--video-steps", type=int, default=700)
+    p.add_argument("--audio-steps", type=int, default=2000)
     p.add_argument("--max-clips", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=MODEL_CONFIG, help="model config whose text_dim the text encoder gets")
     p.add_argument("--parts", type=lambda t: t.split(","), default=list(PARTS), help="comma list of text,audio,video")
     p.add_argument("--report", type=Path, help="only measure the codecs in --out on these clips (a world folder)")
     a = p.parse_args(argv)
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     frames, audio = load_world(a.clips, a.max_clips)
     done = a.out / "codecs_done.json"
     if "text" in a.parts and not (a.out / "text_encoder" / "config.json").exists():
-        save_text_encoder(a.out, a.seed)
+        save_text_encoder(a.out, load_fusion_config(a.model).video.text_dim, a.seed)
     if "audio" in a.parts and not (a.out / "v1-16.pth").exists():
         save_audio_vae(train_audio_vae(audio, a.audio_steps, seed=a.seed), a.out / "v1-16.pth")
     if "video" in a.parts and not (a.out / "vae" / "config.json").exists():

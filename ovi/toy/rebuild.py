@@ -19,14 +19,16 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ovi.config import load_fusion_config, to_yaml
+from ovi.toy.codecs import MODEL_CONFIG
+from ovi.toy.world import clip_plan
 
-MODEL_CONFIG = "configs/model/toy.yaml"
 TRAIN_CONFIGS = {s: f"configs/train/toy_{s}.yaml" for s in ("audio_pretrain", "audio_finetune", "fusion")}
 VOCODER_FILE = {"vocoder": "griffin_lim", "iters": 32}  # the shipped checkpoints/toy/griffin_lim.json
 
@@ -44,7 +46,7 @@ class Budget:
     fusion_batch: int
 
 
-FULL = Budget(clips=120, video_vae_steps=1500, audio_vae_steps=2000, pretrain_steps=300, finetune_steps=100,
+FULL = Budget(clips=120, video_vae_steps=700, audio_vae_steps=2000, pretrain_steps=300, finetune_steps=100,
               fusion_steps=800, fusion_batch=8)
 QUICK = Budget(clips=8, video_vae_steps=4, audio_vae_steps=4, pretrain_steps=2, finetune_steps=2, fusion_steps=2,
                fusion_batch=2)
@@ -125,7 +127,7 @@ class Rebuild:
                  "--seed", str(self.seed), *(["--unfused"] if unfused else [])), self.logs / f"{name}.log")
         extra = [f"model={model}", f"init.fusion={init}", f"data.batch_size={self.b.fusion_batch}"]
         if unfused:
-            extra.append("frozen=[*_fusion*]")  # the zeroed cross-modal layers stay zero: no audio-video exchange
+            extra.append("frozen=['*_fusion*']")  # the zeroed cross-modal layers stay zero: no audio-video exchange
         export = self._train("fusion", name, self.b.fusion_steps, *extra)
         self.release(export, self.out / "release" / name)
 
@@ -139,11 +141,11 @@ class Rebuild:
         (dest / "griffin_lim.json").write_text(json.dumps(VOCODER_FILE) + "\n")
 
     # -- driver ---------------------------------------------------------------------------------
-    def phases(self, ablations: bool) -> list[tuple[str, callable, Path]]:
+    def phases(self, ablations: bool) -> list[tuple[str, Callable[[], None], Path]]:
         """(name, run, the file whose presence means the phase is complete)."""
         rel = self.out / "release"
         plan = [
-            ("world", self.world, None),
+            ("world", self.world, self.out / "world" / f"{clip_plan(self.b.clips, self.seed)[-1][0]}.json"),
             ("shards", self.shards, self.out / "shards_audio" / "shards" / "index.json"),
             ("codecs", self.codecs_phase, self.codecs / "codecs_done.json"),
             ("latents", self.latents, self.out / "latents" / "fusion" / "shards" / "index.json"),
@@ -161,7 +163,7 @@ class Rebuild:
         plan = self.phases(ablations)
         for name, fn, done in (bar := tqdm(plan, desc="ovi-toy rebuild", unit="phase")):
             bar.set_postfix_str(name)
-            if done is not None and done.exists():
+            if done.exists():
                 continue
             t0 = time.time()
             fn()

@@ -3,30 +3,32 @@
     prompt, image, height x width, seed, solver, steps, shift, guidance scales, SLG, negative prompts
         --> settings_problems (same checks as the CLI) --> OviPipeline.generate --> mp4 with metadata --> <video>
 
-Load-time options (CPU offload, fp8, int8 when the config offers it) rebuild the pipeline when changed;
-every other control is a per-call setting. Runs ``DEFAULT_UI_PRESET`` out of the box.
+Load-time options (CPU offload, weight quantisation tier, block streaming, LoRA adapters) rebuild the pipeline
+when changed; every other control is a per-call setting. Runs ``DEFAULT_UI_PRESET`` out of the box.
 """
 from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ovi.config import InferenceConfig
+from ovi.models.quant import QUANTIZE_MODES
+from ovi.presets import DEFAULT_PRESET
 from ovi.sampling import SOLVERS
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_UI_PRESET = "tiny_cpu"  # tiny random weights: works anywhere; swap for the toy model when it exists
+DEFAULT_UI_PRESET = DEFAULT_PRESET  # the shipped toy model: runs on any CPU
 EXAMPLE_PROMPTS = [
     "A man waves at the camera and says <S>Hello from Ovi!<E> Audio: a clear male voice, light room tone",
     "Rain streaks down a cafe window at night while a woman reads. Audio: steady rain, soft jazz, cups clinking",
     "A dog runs across a beach and barks at the waves. Audio: crashing surf, excited barking, wind",
 ]
-# Load-time switches shown as checkboxes, if the config has them (int8 arrives with the memory tiers).
-LOAD_OPTIONS = [name for name in ("cpu_offload", "fp8", "qint8", "int8") if name in {f.name for f in fields(InferenceConfig)}]
+# Load-time settings (InferenceConfig fields): changing one rebuilds the pipeline.
+LOAD_OPTIONS = ("cpu_offload", "quantize", "offload_blocks", "lora")
 
 
 class Generator:
@@ -39,7 +41,7 @@ class Generator:
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="ovi-ui-"))
         self.count = 0
 
-    def _pipeline(self, load: dict[str, bool]):
+    def _pipeline(self, load: dict[str, Any]):
         from ovi.pipeline import OviPipeline
 
         key = tuple(sorted(load.items()))
@@ -51,7 +53,7 @@ class Generator:
 
     def __call__(self, prompt: str, image: str | None, height: float, width: float, seed: float, solver: str,
                  steps: float, shift: float, video_scale: float, audio_scale: float, slg: float, video_negative: str,
-                 audio_negative: str, *load_flags: bool) -> str:
+                 audio_negative: str, *load_values: Any) -> str:
         import gradio as gr
 
         from ovi.outputs import output_stem, save_generation
@@ -62,7 +64,10 @@ class Generator:
                         slg_layer=int(slg), video_negative_prompt=video_negative or "",
                         audio_negative_prompt=audio_negative or "")
         try:
-            pipe = self._pipeline(dict(zip(LOAD_OPTIONS, map(bool, load_flags))))
+            load = dict(zip(LOAD_OPTIONS, load_values))
+            load.update(cpu_offload=bool(load["cpu_offload"]), offload_blocks=int(load["offload_blocks"] or 0),
+                        lora=(load["lora"] or "").strip())
+            pipe = self._pipeline(load)
             result = pipe.generate(prompt, image=image or None, seed=int(seed), progress=False, **settings)
         except (InvalidRequest, ValueError, FileNotFoundError) as e:
             raise gr.Error(str(e)) from None  # shown in the page, one message per problem
@@ -99,7 +104,14 @@ def build_app(cfg: InferenceConfig, output_dir: str | Path | None = None) -> Any
                 slg = gr.Number(value=cfg.slg_layer, precision=0, minimum=-1, label="SLG layer (-1 / 0: off)")
                 video_negative = gr.Textbox(value=cfg.video_negative_prompt, label="Video negative prompt")
                 audio_negative = gr.Textbox(value=cfg.audio_negative_prompt, label="Audio negative prompt")
-                load = [gr.Checkbox(value=bool(getattr(cfg, name)), label=name) for name in LOAD_OPTIONS]
+                with gr.Accordion("Memory and adapters (reloads the model)", open=False):
+                    load = [
+                        gr.Checkbox(value=cfg.cpu_offload, label="CPU offload (each model on the GPU only while it runs)"),
+                        gr.Dropdown(choices=list(QUANTIZE_MODES), value=cfg.quantize, label="Weight quantisation"),
+                        gr.Number(value=cfg.offload_blocks, precision=0, minimum=0,
+                                  label="Blocks resident on the GPU (0: whole model)"),
+                        gr.Textbox(value=cfg.lora, label="LoRA adapters: PATH[:SCALE], comma-separated"),
+                    ]
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 video = gr.Video(label="Result", elem_id="result", autoplay=False)
