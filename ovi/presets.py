@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ovi.config import InferenceConfig, load_config
+from ovi.release import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_ROOT = REPO_ROOT / "configs"
 PRESET_DIR = CONFIG_ROOT / "inference"
 DEFAULT_PRESET = "toy"  # the shipped toy model (checkpoints/toy): runs on any CPU; the release default is 960x960_10s

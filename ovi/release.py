@@ -13,6 +13,9 @@ from typing import Protocol, Sequence
 
 DOWNLOAD_COMMAND = "ovi-download"  # the console script of ovi.cli.download (setup.py entry point)
 DEFAULT_ROOT = "checkpoints"
+# The repository checkout: files shipped in it (the toy model under checkpoints/toy, the presets) are found from
+# any working directory.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 GB = 10**9
 
 WAN_REPO = "Wan-AI/Wan2.2-TI2V-5B"
@@ -99,7 +102,13 @@ class CheckpointPaths:
                                  f"({sorted(FUSION)}): set the variant or checkpoints.fusion")
             value = FUSION[variant].local
         p = Path(value)
-        return p if p.is_absolute() else Path(self.root) / p
+        if p.is_absolute():
+            return p
+        here = Path(self.root) / p
+        # A relative root is the working directory's (where ovi-download puts the release); files shipped in the
+        # repository (the toy model) are also found from elsewhere.
+        shipped = REPO_ROOT / here
+        return shipped if not here.exists() and not Path(self.root).is_absolute() and shipped.exists() else here
 
 
 # CheckpointPaths fields that name release files (``root`` is not one).

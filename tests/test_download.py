@@ -199,3 +199,14 @@ def test_config_paths_under_checkpoints_are_release_locations() -> None:
             assert value in known or (REPO / value).exists(), \
                 f"{path.relative_to(REPO)}: {value} is neither a release location ({sorted(known)}) nor in the repo"
     assert found, "expected the training configs to name release files"
+
+
+def test_files_shipped_in_the_repo_are_found_from_any_working_directory(tmp_path: Path, monkeypatch) -> None:
+    from ovi.presets import load_inference_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_inference_config("toy")
+    assert cfg.checkpoints.resolve("fusion", cfg.variant) == REPO / "checkpoints/toy/fusion.safetensors"
+    (tmp_path / "checkpoints/toy").mkdir(parents=True)
+    (tmp_path / "checkpoints/toy/fusion.safetensors").write_bytes(b"")  # a folder of that name here wins
+    assert cfg.checkpoints.resolve("fusion", cfg.variant) == Path("checkpoints/toy/fusion.safetensors")
