@@ -57,6 +57,7 @@ EVAL = [
 ]
 DEV = ["pytest>=8", "pytest-timeout>=2.3"]
 UI = ["gradio>=5", "selenium>=4.20"]  # ovi-ui; selenium drives the browser test (Debian chromium)
+QUANT = ["torchao>=0.18"]  # quantize=fp8_scaled | int8 (ovi/models/quant.py)
 
 setup(
     name="ovi",
@@ -69,8 +70,9 @@ setup(
         "train": TRAIN,
         "data": DATA,
         "eval": EVAL,
-        "quant": ["torchao>=0.18"],  # quantize=fp8_scaled | int8 (ovi/models/quant.py)
-        "dev": sorted(set(TRAIN + DATA + EVAL + DEV + ["torchao>=0.18"])),
+        "ui": UI,
+        "quant": QUANT,
+        "dev": sorted(set(TRAIN + DATA + EVAL + UI + QUANT + DEV)),
     },
     entry_points={
         "console_scripts": [
