@@ -1,4 +1,4 @@
-"""Numerical comparison helpers shared by the fixture tests."""
+"""Helpers shared by the tests: numerical comparison, and a guard that no model gets built."""
 from __future__ import annotations
 
 import torch
@@ -39,3 +39,16 @@ def run_stages(cfg, names: list[str], record: dict) -> list[dict]:
         stage.setup()
         records = [out for r in records for out in (stage.run(r) if r.get("status", "ok") == "ok" else [r])]
     return records
+
+
+def forbid_model_loading(monkeypatch) -> None:  # noqa: ANN001 - pytest's MonkeyPatch
+    """Make any pipeline or component construction fail the test: invalid requests must stop before a model."""
+    import ovi.components
+    import ovi.pipeline
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was built for an invalid request")
+
+    monkeypatch.setattr(ovi.pipeline.OviPipeline, "from_config", classmethod(refuse))
+    monkeypatch.setattr(ovi.components, "random_components", refuse)
+    monkeypatch.setattr(ovi.components, "load_components", refuse)

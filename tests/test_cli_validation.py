@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import ovi.components
-import ovi.pipeline
+from helpers import forbid_model_loading
 from ovi.cli.generate import main
 from ovi.prompt_files import read_prompts_file
 
@@ -16,15 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = ["num_frames=25", "num_steps=2"]
 PROMPT = "A dog barks. Audio: barking"  # short: within the tiny model's 32 text tokens
 LONG = "A dog barks at the moon all night long. Audio: barking"
-
-
-def _no_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a model was built for an invalid request")
-
-    monkeypatch.setattr(ovi.pipeline.OviPipeline, "from_config", classmethod(refuse))
-    monkeypatch.setattr(ovi.components, "random_components", refuse)
-    monkeypatch.setattr(ovi.components, "load_components", refuse)
 
 
 def _files(tmp: Path) -> dict[str, str]:
@@ -70,7 +60,7 @@ CASES = [
 @pytest.mark.parametrize("case, extra, expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_nothing_written(case: str, extra: list[str], expected: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    _no_models(monkeypatch)
+    forbid_model_loading(monkeypatch)
     files = _files(tmp_path)
     before = sorted(tmp_path.rglob("*"))
     out = tmp_path / "out"
@@ -89,7 +79,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case: str, extra: list[str
 
 
 def test_check_validates_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    _no_models(monkeypatch)
+    forbid_model_loading(monkeypatch)
     out = tmp_path / "out"
     assert main(["--config", "tiny_cpu", "--prompt", PROMPT, *FAST, f"output_dir={out}", "--check"]) == 0
     assert "ok: 1 prompt(s)" in capsys.readouterr().out and not out.exists()
@@ -108,7 +98,7 @@ def test_reference_csv_with_bom_and_reference_columns(tmp_path: Path, monkeypatc
     assert [(j.prompt, j.image) for j in jobs] == [("A dog, barking. <AUDCAP>barks<ENDAUDCAP>", "pngs/0.png"),
                                                    ("A cat. Audio: purr", None)]
     assert jobs[0].where == "examples.csv line 2"
-    _no_models(monkeypatch)
+    forbid_model_loading(monkeypatch)
     assert main(["--config", "tiny_cpu", "--prompts-file", str(csv), *FAST, "--check",
                  f"output_dir={tmp_path / 'o'}"]) == 0
 

@@ -15,8 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-import ovi.components
-import ovi.pipeline
+from helpers import forbid_model_loading
 from ovi.cli.generate import main
 from ovi.config import InferenceConfig, load_config
 from ovi.geometry import ClipGeometry
@@ -137,15 +136,6 @@ def test_the_python_api_takes_arrays_and_the_given_latents_reach_the_model() -> 
     assert not torch.equal(clean.generate(PROMPT, audio=wave, progress=False).video, a2v.video)
 
 
-def _no_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a model was built for an invalid request")
-
-    monkeypatch.setattr(ovi.pipeline.OviPipeline, "from_config", classmethod(refuse))
-    monkeypatch.setattr(ovi.components, "random_components", refuse)
-    monkeypatch.setattr(ovi.components, "load_components", refuse)
-
-
 # (case id, argv, text the one line must contain)
 BAD = [
     ("missing", ["--video", "{dir}/nope.mp4"], "file not found"),
@@ -165,7 +155,7 @@ BAD = [
 @pytest.mark.parametrize("case, extra, expected", BAD, ids=[c[0] for c in BAD])
 def test_bad_given_media_exit_2_with_one_line_and_load_no_model(case: str, extra: list[str], expected: str,
                                                                  tmp_path: Path, media, monkeypatch, capsys) -> None:
-    _no_models(monkeypatch)
+    forbid_model_loading(monkeypatch)
     names = {k: str(v) for k, v in media.items()} | {"dir": str(tmp_path)}
     argv = ["--config", TINY, "--prompt", PROMPT, *FAST, f"output_dir={tmp_path / 'out'}",
             *(a.format(**names) for a in extra)]

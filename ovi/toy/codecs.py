@@ -80,6 +80,16 @@ def _cosine(step: int, total: int) -> float:
     return LR * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, step: int, steps: int, bar) -> None:  # noqa: ANN001
+    """One optimiser step on the cosine schedule, the loss shown on the progress bar."""
+    for g in opt.param_groups:
+        g["lr"] = _cosine(step, steps)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    bar.set_postfix(loss=f"{loss.item():.4f}")
+
+
 def train_video_vae(clips: list[torch.Tensor], steps: int, batch: int = 4, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -93,12 +103,7 @@ def train_video_vae(clips: list[torch.Tensor], steps: int, batch: int = 4, seed:
         y = vae.decode(post.sample()).sample
         err = (y - x).abs() + (y - x).pow(2)
         loss = (err * foreground_weight(x)).mean() + KL_WEIGHT * post.kl().mean()
-        for g in opt.param_groups:
-            g["lr"] = _cosine(step, steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        _step(opt, loss, step, steps, bar)
     return vae.eval().requires_grad_(False)
 
 
@@ -151,12 +156,7 @@ def train_audio_vae(audio: list[torch.Tensor], steps: int, batch: int = 8, seed:
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
         y = vae.decode(z)
         loss = ((y - x) / vae.data_std).abs().mean() + AUDIO_KL_WEIGHT * kl
-        for g in opt.param_groups:
-            g["lr"] = _cosine(step, steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        _step(opt, loss, step, steps, bar)
     for m in convs:
         parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)  # keep the raw weights
     vae.weights_normalized = False
