@@ -19,6 +19,7 @@ import torch
 from scipy.signal import resample_poly
 
 from ovi.eval.clips import EvalClip, speech_text
+from ovi.eval.hf import DualEncoderMetric
 from ovi.eval.stats import frechet_distance_features, inception_score, kl_divergence
 from ovi.geometry import SAMPLE_RATE
 
@@ -95,23 +96,11 @@ class PannsMetric:
         return rows, agg
 
 
-class ClapMetric:
+class ClapMetric(DualEncoderMetric):
     """Cosine similarity between the CLAP embeddings of the prompt and of the audio (48 kHz)."""
 
     name = "clap"
-
-    def __init__(self, model, processor, device: str = "cpu") -> None:
-        self.model, self.processor, self.device = model.to(device).eval(), processor, device
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu") -> ClapMetric:
-        from transformers import ClapModel, ClapProcessor
-
-        return cls(ClapModel.from_pretrained(folder), ClapProcessor.from_pretrained(folder), device)
-
-    @staticmethod
-    def _vector(out) -> torch.Tensor:  # transformers 5 returns an output object, 4.x a tensor
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
+    model_class, processor_class = "ClapModel", "ClapProcessor"
 
     @torch.no_grad()
     def similarity(self, prompt: str, audio: np.ndarray) -> float:

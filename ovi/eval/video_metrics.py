@@ -6,13 +6,12 @@ Fréchet distance from :mod:`ovi.eval.stats`.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ovi.eval.clips import EvalClip
+from ovi.eval.hf import DualEncoderMetric
 from ovi.eval.stats import frechet_distance_features
 
 NAN = float("nan")
@@ -25,24 +24,12 @@ def spaced(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
 
 
-class ClipMetrics:
+class ClipMetrics(DualEncoderMetric):
     """``clip_text``: mean cosine between the prompt and the frames; ``identity``: mean cosine between the
     conditioning image and the frames (clips with an image only)."""
 
     name = "clip"
-
-    def __init__(self, model, processor, device: str = "cpu") -> None:
-        self.model, self.processor, self.device = model.to(device).eval(), processor, device
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu") -> ClipMetrics:
-        from transformers import CLIPModel, CLIPProcessor
-
-        return cls(CLIPModel.from_pretrained(folder), CLIPProcessor.from_pretrained(folder), device)
-
-    @staticmethod
-    def _vector(out) -> torch.Tensor:  # transformers 5 returns an output object, 4.x a tensor
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
+    model_class, processor_class = "CLIPModel", "CLIPProcessor"
 
     @torch.no_grad()
     def image_features(self, images: list[np.ndarray]) -> torch.Tensor:
