@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from train.data.buckets import (Bucket, BucketBatcher, Spoken, bucket_for, bucket_frames, bucket_size,
+from train.data.buckets import (BucketBatcher, Spoken, bucket_for, bucket_frames, bucket_size,
                                 caption_window, pad_audio)
 from train.strategies import stream_mse
 from ovi.config import load_fusion_config

@@ -18,7 +18,7 @@ from huggingface_hub import hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
 from ovi.config import InferenceConfig
-from ovi.release import (  # noqa: F401  (format_missing / missing_release_files: re-exported for old callers)
+from ovi.release import (
     ALL_VARIANTS,
     DEFAULT_ROOT,
     DOWNLOAD_COMMAND,
@@ -29,8 +29,6 @@ from ovi.release import (  # noqa: F401  (format_missing / missing_release_files
     TOKENIZER_REQUIRED,
     TOKENIZER_VOCAB_ANY_OF,
     ReleaseFile,
-    format_missing,
-    missing_release_files,
 )
 from ovi.release import release_files as _release_files
 
