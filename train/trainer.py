@@ -24,7 +24,7 @@ from train.data.loader import Batch, BatchStream
 from train.ema import Ema, ema_file
 from ovi.lora import AdapterInfo, base_name, file_fingerprint, inject_lora
 from train.encoders import Encoders, build_encoders
-from train.engine import build_engine, deepspeed_config, init_distributed
+from train.engine import build_engine, deepspeed_config, init_distributed, shutdown_distributed
 from train.evaluation import InLoopEvaluator
 from train.export import DTYPES, export_checkpoint
 from train.metrics import MetricsSink, detect_peak_tflops
@@ -318,8 +318,11 @@ def train(cfg: TrainConfig) -> Optional[Path]:
     """Run (or resume) a training run; returns the export path on rank 0 when one is written."""
     trainer = Trainer(cfg)
     try:
-        return trainer.run()
+        export = trainer.run()
     finally:
         if trainer.lock is not None:
             trainer.lock.release()
+    # No barrier: the other ranks leave while rank 0 exports.
+    shutdown_distributed(sync=False)
+    return export
 
