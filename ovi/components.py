@@ -27,6 +27,7 @@ from ovi.codecs.video_vae import VideoVAE, build_wan22_vae
 from ovi.codecs.vocoder import build_vocoder, remove_weight_norm
 from ovi.config import FusionConfig, InferenceConfig
 from ovi.models.fusion import FusionModel
+from ovi.toy.fixed_codecs import MelPoolCodec, PixelVideoCodec, is_fixed_codec
 from ovi.toy.vocoder import GRIFFIN_LIM_ITERS, GriffinLimVocoder
 
 logger = logging.getLogger(__name__)
@@ -36,28 +37,46 @@ logger = logging.getLogger(__name__)
 class Components:
     model: FusionModel
     text_encoder: TextEncoder
-    video_vae: VideoVAE
+    video_vae: VideoVAE | PixelVideoCodec
     audio_codec: AudioCodec
 
 
-def load_components(cfg: InferenceConfig, model_cfg: FusionConfig, dtype: torch.dtype) -> Components:
-    """Release files -> components on the CPU (the pipeline moves them to the device it runs on)."""
+def load_codecs(cfg: InferenceConfig, model_cfg: FusionConfig, dtype: torch.dtype
+                ) -> tuple[TextEncoder, VideoVAE | PixelVideoCodec, AudioCodec]:
+    """The frozen parts a generation needs besides the fusion model: text encoder, video codec, audio codec."""
     paths = cfg.checkpoints
-    text, vae = paths.resolve("text_encoder"), paths.resolve("video_vae")
-    tokenizer = paths.resolve("tokenizer")
+    text, tokenizer = paths.resolve("text_encoder"), paths.resolve("tokenizer")
     if text.is_dir():  # transformers folder (a Diffusers-layout release, or the toy's tiny UMT5)
         text_encoder = TextEncoder.from_pretrained(text, tokenizer=tokenizer, text_len=model_cfg.video.text_len,
                                                    dtype=dtype)
     else:
         text_encoder = TextEncoder.from_wan_checkpoint(text, tokenizer=tokenizer, dtype=dtype)
+    video = load_video_codec(paths.resolve("video_vae"), dtype)
+    return text_encoder, video, _audio_codec(paths.resolve("audio_vae"), paths.resolve("vocoder"))
+
+
+def load_components(cfg: InferenceConfig, model_cfg: FusionConfig, dtype: torch.dtype) -> Components:
+    """Release files -> components on the CPU (the pipeline moves them to the device it runs on)."""
+    model = load_fusion_checkpoint(cfg.checkpoints.resolve("fusion", cfg.variant), model_cfg, device="cpu",
+                                   dtype=dtype)
+    return Components(model, *load_codecs(cfg, model_cfg, dtype))
+
+
+def load_video_codec(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"
+                     ) -> VideoVAE | PixelVideoCodec:
+    """A Diffusers ``vae/`` folder, ``Wan2.2_VAE.pth``, or the toy's fixed pixel codec (``.json``)."""
+    if is_fixed_codec(path):
+        return PixelVideoCodec.from_file(path).to(device)
     # Weights stored in bf16, arithmetic in float32: what the release runs (see ovi/codecs/video_vae.py).
-    vae_loader = VideoVAE.from_pretrained if vae.is_dir() else VideoVAE.from_wan_checkpoint
-    return Components(
-        model=load_fusion_checkpoint(paths.resolve("fusion", cfg.variant), model_cfg, device="cpu", dtype=dtype),
-        text_encoder=text_encoder,
-        video_vae=vae_loader(vae, dtype=dtype, compute_dtype=torch.float32),
-        audio_codec=_audio_codec(paths.resolve("audio_vae"), paths.resolve("vocoder")),
-    )
+    loader = VideoVAE.from_pretrained if path.is_dir() else VideoVAE.from_wan_checkpoint
+    return loader(path, dtype=dtype, compute_dtype=torch.float32, device=device)
+
+
+def load_audio_latent_codec(path: Path, device: torch.device | str = "cpu") -> AudioVAE | MelPoolCodec:
+    """The MMAudio VAE file ``v1-16.pth`` (float32: the mel log needs the mantissa), or the toy's mel-pool codec."""
+    if is_fixed_codec(path):
+        return MelPoolCodec.from_file(path).to(device)
+    return load_audio_vae(path, hidden_dim=None, device=device, dtype=torch.float32)
 
 
 def _audio_codec(vae_path: Path, vocoder_path: Path) -> AudioCodec:
@@ -68,7 +87,7 @@ def _audio_codec(vae_path: Path, vocoder_path: Path) -> AudioCodec:
     if spec.get("vocoder") != "griffin_lim":
         raise ValueError(f"{vocoder_path}: a vocoder .json must say {{\"vocoder\": \"griffin_lim\"}}; "
                          "for BigVGAN give the release's best_netG.pt")
-    vae = load_audio_vae(vae_path, hidden_dim=None)
+    vae = load_audio_latent_codec(vae_path)
     vocoder = GriffinLimVocoder(iters=int(spec.get("iters", GRIFFIN_LIM_ITERS)))
     return AudioCodec(vae, vocoder).eval().requires_grad_(False)
 

@@ -81,3 +81,37 @@ def test_time_matrix_heatmaps_and_renders(model, tmp_path):
     frames = np.full((9, 32, 32, 3), 80, np.uint8)
     written = render_overlays(frames, heat, tmp_path / "overlay", fps=24)
     assert len(written) == 4 and written[-1].suffix == ".mp4"
+
+
+def test_attention_cli_probes_a_generated_clip_and_writes_the_maps(tmp_path):
+    """`ovi-eval attention` on an ovi-generate clip (tiny random preset): the prompt comes from the sidecar, the
+    maps are written, and the aligned mass is a share of attention; bad input fails with one line, before loading."""
+    import json
+
+    from ovi.cli.generate import main as generate
+    from ovi.eval.cli import main as ovi_eval
+
+    assert generate(["--config", "tiny_cpu", f"output_dir={tmp_path}", "num_steps=2"]) == 0
+    (clip,) = tmp_path.glob("*.mp4")
+    out = tmp_path / "att"
+    assert ovi_eval(["attention", str(clip), "--config", "tiny_cpu", "--blocks", "0", "--out", str(out)]) == 0
+    summary = json.loads((out / "attention.json").read_text())
+    assert summary["blocks"] == [0] and 0.0 <= summary["aligned_mass"] <= 1.0
+    assert 0.0 < summary["uniform_mass"] < 1.0
+    for name in ("audio_to_video_time.png", "video_to_audio_time.png", "attention_frame000.png", "attention.mp4"):
+        assert (out / name).is_file(), name
+    with pytest.raises(SystemExit, match="this model has blocks"):
+        ovi_eval(["attention", str(clip), "--config", "tiny_cpu", "--blocks", "99", "--out", str(out)])
+    clip.with_suffix(".json").unlink()
+    with pytest.raises(SystemExit, match="give --prompt"):
+        ovi_eval(["attention", str(clip), "--config", "tiny_cpu"])
+
+
+def test_aligned_mass_is_one_on_the_time_diagonal():
+    from ovi.eval.clip_attention import WINDOW, aligned_latent_frame, aligned_mass
+
+    aligned = aligned_latent_frame(157, 31)
+    diagonal = np.zeros((157, 31))
+    diagonal[np.arange(157), aligned] = 1.0
+    assert aligned_mass(diagonal) == 1.0
+    assert aligned_mass(np.full((157, 31), 1 / 31)) <= (2 * WINDOW + 1) / 31

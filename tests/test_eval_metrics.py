@@ -165,10 +165,10 @@ def test_toy_metric_gives_the_ceiling_on_real_toy_clips(folder):
 
 
 def test_missing_weights_name_the_file_and_other_metrics_still_run(folder):
-    report = evaluate(folder[0], ["toy", "panns", "syncnet", "synchformer"], weights={"panns": "/nope.pth"})
+    report = evaluate(folder[0], ["toy", "panns", "syncnet", "desync"], weights={"panns": "/nope.pth"})
     assert "Cnn14_16k_mAP=0.438.pth" in report.errors["panns"] and "zenodo" in report.errors["panns"]
     assert "syncnet_v2.model" in report.errors["syncnet"] or "sfd_face.pth" in report.errors["syncnet"]
-    assert "synchformer" in report.errors and "toy_share_matched" in report.aggregate
+    assert "desync" in report.errors and "toy_share_matched" in report.aggregate
     with pytest.raises(MissingWeights, match="--weights clap=PATH"):
         from ovi.eval.registry import build_metric
 

@@ -28,7 +28,8 @@ TINY = REPO / "configs/model/tiny.yaml"
 TINY_AV = ["data.video.height=64", "data.video.width=64", "data.video.num_frames=9"]
 COMMON = ["logging.every_steps=1", "checkpoint.every_steps=2", "optim.warmup_steps=2", "engine.precision=fp32",
           "checkpoint.export_dtype=fp32", "data.batch_size=2", "data.bucket_batches=2", "logging.tensorboard=false",
-          "encoders.kind=random", "lora.rank=4", "lora.alpha=8", "ema.decay=0.9", "optim.lr=1e-3", *TINY_AV]
+          "encoders.kind=random", "lora.rank=4", "lora.alpha=8", "ema.decay=0.9", "optim.lr=1e-3", *TINY_AV,
+          "data.buckets.area=0"]  # the fixed 64x64 crop of TINY_AV instead of the release's aspect-ratio buckets
 
 
 def torchrun(run_dir: Path, *overrides: str) -> Path:

@@ -14,7 +14,7 @@ from ovi.toy import cli
 from ovi.toy.evaluate import toy_config
 from ovi.toy.rebuild import QUICK
 
-RELEASE_FILES = ("fusion.safetensors", "vae/config.json", "v1-16.pth", "text_encoder/config.json",
+RELEASE_FILES = ("fusion.safetensors", "video_codec.json", "audio_codec.json", "text_encoder/config.json",
                  "tokenizer/tokenizer.json", "griffin_lim.json")
 
 

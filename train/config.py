@@ -15,6 +15,7 @@ from omegaconf import MISSING
 from ovi.config import load_config
 from ovi.geometry import FIVE_SECOND, SIZE_MULTIPLE, ClipGeometry
 from ovi.lora import LoraSpec
+from train.data.buckets import bucket_frames
 
 STAGES = ("audio_pretrain", "audio_finetune", "fusion")
 AUDIO_STAGES = ("audio_pretrain", "audio_finetune")
@@ -68,7 +69,11 @@ class AudioClipConfig:
     # audio_samples (121 -> 157 latents, 241 -> 314); "variable" (pretraining): up to `seconds`.
     mode: str = "fixed"
     seconds: Optional[float] = None  # variable mode only: the longest clip (paper: 12)
-    min_seconds: float = 1.0  # variable mode: shorter clips are skipped
+    min_seconds: float = 1.0  # shorter clips are skipped (variable mode, and fixed mode with pad_short)
+    # Fixed mode: a clip shorter than the fixed length (but at least min_seconds) is zero-padded to it with the
+    # padding outside the loss (as OVI trains; train/data/buckets.py pad_audio) instead of being skipped. Off by
+    # default so existing datasets and runs see the same samples; the release fine-tuning configs turn it on.
+    pad_short: bool = False
 
 
 @dataclass
@@ -77,6 +82,18 @@ class VideoClipConfig:
     num_frames: int = FIVE_SECOND.num_frames
     height: Optional[int] = None  # resize + centre-crop to this size; None keeps the shard's size
     width: Optional[int] = None
+
+
+@dataclass
+class BucketConfig:
+    """Aspect-ratio / duration buckets (train/data/buckets.py; fusion only). area 0 = off: every clip is resized
+    and centre-cropped to data.video.height x width and batches mix latent shapes as before."""
+
+    # Pixels per frame: each clip is resized to its own aspect ratio at about this area, sides multiples of 32,
+    # and a batch holds one bucket (one shape). 720*720 = 518,400 (720x720_5s release); 960*960 = 921,600 (960s).
+    area: int = 0
+    # Clip lengths in frames (each 1 + 4k); a clip takes the longest that fits. Empty: [data.video.num_frames].
+    frames: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -94,6 +111,12 @@ class DataConfig:
     max_bad_samples: int = 100
     video: VideoClipConfig = field(default_factory=VideoClipConfig)
     audio: AudioClipConfig = field(default_factory=AudioClipConfig)
+    buckets: BucketConfig = field(default_factory=BucketConfig)
+
+    @property
+    def bucket_frames(self) -> list[int]:
+        """Allowed clip lengths with buckets on (the longest is ``video.num_frames``)."""
+        return list(self.buckets.frames) or [self.video.num_frames]
 
     @property
     def geometry(self) -> ClipGeometry:
@@ -192,6 +215,7 @@ class EvaluationConfig:
     every_steps: int = 500
     # Samples: an inference YAML (codecs, text encoder, sampler; e.g. configs/inference/tiny_cpu.yaml) + prompts.
     inference: Optional[str] = None
+    inference_overrides: list[str] = field(default_factory=list)  # key=value on it, e.g. checkpoints.root=DIR
     prompts: list[str] = field(default_factory=list)
     seed: int = 0
     metrics: list[str] = field(default_factory=lambda: ["toy"])  # ovi-eval metric names
@@ -323,11 +347,31 @@ def _check_clip(data: DataConfig, has_video: bool) -> None:
     if a.mode == "variable" and (a.seconds is None or a.seconds < a.min_seconds):
         raise ValueError(f"data.audio.mode=variable needs data.audio.seconds >= min_seconds ({a.min_seconds}), "
                          f"got {a.seconds}")
+    _check_buckets(data, has_video)
     if a.mode == "fixed" and a.seconds is not None:
         raise ValueError(
             f"data.audio.seconds={a.seconds} is for mode=variable; fixed-length audio follows data.video.num_frames "
             "(121 frames -> 157 latents, 241 -> 314): remove data.audio.seconds and set data.video.num_frames"
         )
+
+
+def _check_buckets(data: DataConfig, has_video: bool) -> None:
+    b, v = data.buckets, data.video
+    if not b.area:
+        if b.frames:
+            raise ValueError("data.buckets.frames needs data.buckets.area > 0 (e.g. 518400 = 720x720)")
+        return
+    if b.area < SIZE_MULTIPLE**2:
+        raise ValueError(f"data.buckets.area must be >= {SIZE_MULTIPLE**2} pixels (or 0 = off), got {b.area}")
+    if not has_video:
+        raise ValueError("data.buckets is for stage=fusion (video clips); remove it for the audio stages")
+    if v.height is not None or v.width is not None:
+        raise ValueError("data.buckets.area sets each clip's size from its aspect ratio: remove data.video.height "
+                         "and width (or set data.buckets.area=0 for one fixed size)")
+    bucket_frames(v.num_frames, data.bucket_frames)  # raises unless each is 1 + 4k
+    if max(data.bucket_frames) != v.num_frames:
+        raise ValueError(f"the longest of data.buckets.frames {list(data.bucket_frames)} must equal "
+                         f"data.video.num_frames={v.num_frames} (the length the checkpoint records)")
 
 
 def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:

@@ -78,7 +78,7 @@ class InLoopEvaluator:
             batches, n = [], 0
             while n < self.cfg.validation_samples:
                 batch = next(stream)
-                batches.append(self.t._latents(batch))
+                batches.append((*self.t._latents(batch), batch.audio_mask()))
                 n += len(batch.samples)
             self._val_batches = batches
         return self._val_batches
@@ -89,15 +89,15 @@ class InLoopEvaluator:
         for sigma in self.cfg.validation_sigmas:
             gen = torch.Generator().manual_seed(VALIDATION_SEED)
             total = 0.0
-            for video, audio, text in self._validation():
-                nb = self._noised(video, audio, text, float(sigma), gen)
+            for video, audio, text, audio_mask in self._validation():
+                nb = self._noised(video, audio, text, float(sigma), gen, audio_mask)
                 streams = strategy.streams(nb)
                 total += float(strategy.loss(nb, streams, strategy.forward(self.module, streams)).loss)
             out[f"eval/val_loss_sigma{sigma:g}"] = total / len(self._validation())
         out["eval/val_loss"] = sum(out.values()) / len(out)
         return out
 
-    def _noised(self, video, audio, text, sigma: float, gen: torch.Generator) -> NoisedBatch:
+    def _noised(self, video, audio, text, sigma: float, gen: torch.Generator, audio_mask=None) -> NoisedBatch:
         """Like the objective's batch, at one sigma, no condition dropout, no clean first frame."""
         dtype = self.t.dtype
         v = [add_noise(x, sigma, gen) for x in video] if video is not None else None
@@ -107,25 +107,29 @@ class InLoopEvaluator:
         return NoisedBatch(t=FLOW.timestep(s).to(device), sigma=s,
                            video_in=[x.to(dtype) for x, _ in v] if v else None, video_target=[y for _, y in v] if v else None,
                            audio_in=[x.to(dtype) for x, _ in a] if a else None, audio_target=[y for _, y in a] if a else None,
-                           video_context=[c.to(dtype) for c in text], audio_context=[c.to(dtype) for c in text])
+                           video_context=[c.to(dtype) for c in text], audio_context=[c.to(dtype) for c in text],
+                           audio_mask=None if audio_mask is None else audio_mask.to(device))
 
     # -- samples --------------------------------------------------------------------------------
     def pipeline(self):
         if self._pipeline is None:
-            from ovi.components import Components, load_components, random_components
+            from ovi.components import Components, load_codecs, random_components
             from ovi.config import InferenceConfig, load_config
             from ovi.pipeline import OviPipeline
 
-            inf = load_config(InferenceConfig, self.cfg.inference)
+            inf = load_config(InferenceConfig, self.cfg.inference, self.cfg.inference_overrides)
             dtype = "bfloat16" if self.t.dtype == torch.bfloat16 else "float32"
             # Run where and as the training model runs; no offload, no weight conversions of the live model.
             wanted = {"device": self.t.device.type, "dtype": dtype, "cpu_offload": False, "fp8": False,
                       "quantize": "none", "offload_blocks": 0, "compile": False}
             inf = replace(inf, **{k: v for k, v in wanted.items() if hasattr(inf, k)})
-            base = (random_components(self.t.model_cfg, seed=inf.seed) if inf.random_weights
-                    else load_components(inf, self.t.model_cfg, self.t.dtype))
-            # The codecs and text encoder of the inference config, the weights being trained.
-            components = Components(self.module, base.text_encoder, base.video_vae, base.audio_codec)
+            if inf.random_weights:
+                base = random_components(self.t.model_cfg, seed=inf.seed)
+                codecs = (base.text_encoder, base.video_vae, base.audio_codec)
+            else:  # the inference config's codecs and text encoder; its fusion file is not read
+                codecs = load_codecs(inf, self.t.model_cfg, self.t.dtype)
+            # ... and the weights being trained.
+            components = Components(self.module, *codecs)
             self._pipeline = OviPipeline(components, inf)
         return self._pipeline
 

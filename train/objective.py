@@ -55,6 +55,7 @@ class NoisedBatch:
     audio_context: list[torch.Tensor]
     video_clean_frames: int = 0  # leading latent frames kept clean (image-to-video: 1); t = 0 there, no loss
     audio_clean_latents: int = 0  # leading audio latents kept clean (a2v: all, audio extension: a prefix)
+    audio_mask: Optional[torch.Tensor] = None  # [B, L] bool, True on real latents of padded short clips; None: all
 
 
 class FlowMatchingObjective:
@@ -82,8 +83,10 @@ class FlowMatchingObjective:
         audio: Optional[list[torch.Tensor]],
         text: list[torch.Tensor],
         dtype: torch.dtype,
+        audio_mask: Optional[torch.Tensor] = None,
     ) -> NoisedBatch:
-        """Noise a batch. ``video``/``audio``: clean latents per sample (None when the stage lacks them)."""
+        """Noise a batch. ``video``/``audio``: clean latents per sample (None when the stage lacks them);
+        ``audio_mask``: [B, L] real audio latents (padding gets no loss), passed through."""
         b = len(text)
         sigma = sample_sigma(self.cfg.sigma, b, self.generator)
         clean_v, clean_a = self.clean_units(video, audio)
@@ -114,6 +117,7 @@ class FlowMatchingObjective:
             audio_context=[c.to(dtype) for c in audio_ctx],
             video_clean_frames=clean_v,
             audio_clean_latents=clean_a,
+            audio_mask=None if audio_mask is None else audio_mask.to(device),
         )
 
     def clean_units(self, video: Optional[list[torch.Tensor]], audio: Optional[list[torch.Tensor]]) -> tuple[int, int]:

@@ -6,10 +6,9 @@ from pathlib import Path
 import torch
 
 from ovi.codecs.audio_codec import AudioCodec
-from ovi.codecs.audio_vae import load_audio_vae
 from ovi.codecs.mel import MelFrontEnd
 from ovi.codecs.text_encoder import TextEncoder
-from ovi.codecs.video_vae import VideoVAE
+from ovi.components import load_audio_latent_codec, load_video_codec
 from train.config import EncodersConfig
 from train.encoders import Encoders
 
@@ -30,12 +29,6 @@ def load_released_encoders(cfg: EncodersConfig, need_video: bool, device: torch.
         text = TextEncoder.from_pretrained(text_path, tokenizer=tokenizer, dtype=dtype, device=device)
     else:
         text = TextEncoder.from_wan_checkpoint(text_path, tokenizer=tokenizer, dtype=dtype, device=device)
-    video = None
-    if need_video:
-        vae_path = Path(_need(cfg.video_vae, "video_vae"))
-        # The release runs the VAE with bf16 weights and float32 arithmetic.
-        loader = VideoVAE.from_pretrained if vae_path.is_dir() else VideoVAE.from_wan_checkpoint
-        video = loader(vae_path, dtype=dtype, compute_dtype=torch.float32, device=device)
-    # Small (0.17B), so it encodes in float32: the mel log needs the mantissa.
-    audio_vae = load_audio_vae(_need(cfg.audio_vae, "audio_vae"), hidden_dim=None, device=device, dtype=torch.float32)
+    video = load_video_codec(Path(_need(cfg.video_vae, "video_vae")), dtype, device) if need_video else None
+    audio_vae = load_audio_latent_codec(Path(_need(cfg.audio_vae, "audio_vae")), device)
     return Encoders(text=text, video=video, audio=AudioCodec(audio_vae, vocoder=None, mel=MelFrontEnd().to(device)).eval().requires_grad_(False))

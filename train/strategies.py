@@ -78,6 +78,8 @@ class Strategy:
                 counts = [tower.num_tokens(x) for x in latents]
                 t = clean_prefix_timesteps(nb.t, counts, [tower.tokens_per_unit(x) for x in latents], clean)
                 mask = token_loss_mask(t, counts)
+            if m == "audio" and nb.audio_mask is not None:  # padded short clips: one token per audio latent
+                mask = nb.audio_mask if mask is None else mask & nb.audio_mask[:, : mask.shape[1]]
             out[m] = Stream(latents, t, context, loss_mask=mask)
         return out
 

@@ -185,7 +185,7 @@ class Trainer:
     def micro_step(self, batch: Batch, slot: Optional[int] = None) -> dict[str, float]:
         video, audio, text = self._latents(batch)
         self.objective.generator = self.objective_rngs[self.slots[0] if slot is None else slot]
-        nb = self.objective.prepare(video, audio, text, self.dtype)
+        nb = self.objective.prepare(video, audio, text, self.dtype, batch.audio_mask())  # padding: no loss
         streams = self.strategy.streams(nb)
         out = self.strategy.loss(nb, streams, self.strategy.forward(self.engine, streams))
         self.engine.backward(out.loss)

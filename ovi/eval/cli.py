@@ -2,6 +2,7 @@
 
     ovi-eval OUTPUT_DIR [--metrics toy,syncnet,panns,clap,audiobox,wer,clip,fvd] [--weights NAME=PATH ...]
              [--prompts-file FILE] [--references DIR] [--out DIR] [--device cpu]
+    ovi-eval attention CLIP.mp4 [--config PRESET] ...   (cross-modal attention maps: ovi.eval.clip_attention)
 
 Writes ``metrics.json`` (per clip + aggregate), ``metrics.md`` and ``plots/*.png`` to ``--out``
 (default ``OUTPUT_DIR/eval``) and prints the table. Weight names: see ``ovi.eval.weights.WEIGHTS``.
@@ -29,6 +30,11 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["attention"]:
+        from ovi.eval.clip_attention import main as attention_main
+
+        return attention_main(argv[1:])
     p = argparse.ArgumentParser(prog="ovi-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("folder", type=Path)
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help=f"comma list of {','.join(BUILDERS)}")

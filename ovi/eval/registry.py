@@ -58,11 +58,10 @@ def _syncnet(w: dict, device: str) -> Metric:
     return SyncNetMetric.load(weight_path(w, "s3fd"), weight_path(w, "syncnet"), device)
 
 
-def _synchformer(w: dict, device: str) -> Metric:
-    from ovi.eval.sync_metrics import synchformer_unavailable
+def _desync(w: dict, device: str) -> Metric:
+    from ovi.eval.synchformer import DesyncMetric
 
-    synchformer_unavailable(w)
-    raise AssertionError("unreachable")
+    return DesyncMetric.load(weight_path(w, "desync"), device)
 
 
 def _toy(w: dict, device: str) -> Metric:
@@ -72,7 +71,7 @@ def _toy(w: dict, device: str) -> Metric:
 
 
 BUILDERS: dict[str, Callable[[dict, str], Metric]] = {
-    "toy": _toy, "syncnet": _syncnet, "synchformer": _synchformer, "panns": _panns, "clap": _clap,
+    "toy": _toy, "syncnet": _syncnet, "desync": _desync, "panns": _panns, "clap": _clap,
     "audiobox": _audiobox, "wer": _wer, "clip": _clip, "fvd": _fvd,
 }
 DEFAULT_METRICS = ("toy",)  # needs no weights

@@ -1,5 +1,5 @@
-"""Audio-video sync: SyncNet LSE-C / LSE-D (syncnet-python), the toy world's analytic sync and adherence, and
-Synchformer's DeSync (not packaged: says what it needs).
+"""Audio-video sync: SyncNet LSE-C / LSE-D (syncnet-python) and the toy world's analytic sync and adherence.
+Synchformer's DeSync lives in ``ovi.eval.synchformer``.
 
 SyncNet follows the data pipeline's sync stage (``data_pipeline/stages/sync.py``): S3FD face tracks, then
 SyncNet per track at 25 fps; a clip's figures are its most confident track's. Offsets are SyncNet frames
@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from ovi.eval.clips import EvalClip
-from ovi.eval.weights import WEIGHTS, MissingWeights
 from ovi.geometry import SAMPLE_RATE
 
 NAN = float("nan")
@@ -79,9 +78,3 @@ class ToyMetric:
         return rows, {f"toy_{k}": v for k, v in summary.items() if k != "clips" and not (
             isinstance(v, float) and math.isnan(v))}
 
-
-def synchformer_unavailable(weights: dict) -> None:
-    """Synchformer's authors publish code and weights but no installable package; this repo does not vendor it."""
-    spec = WEIGHTS["synchformer"]
-    raise MissingWeights(f"synchformer: DeSync needs the authors' model code (not packaged; {spec.published}) and "
-                         f"{spec.file}; use syncnet (LSE-C/LSE-D) or toy for sync here")

@@ -28,8 +28,9 @@ WEIGHTS: dict[str, WeightSpec] = {
     "i3d": WeightSpec("i3d_pretrained_400.pt (cd-fvd's I3D)", "github.com/songweige/content-debiased-fvd"),
     "s3fd": WeightSpec("sfd_face.pth", "github.com/joonson/syncnet_python (download_model.sh)"),
     "syncnet": WeightSpec("syncnet_v2.model", "github.com/joonson/syncnet_python (download_model.sh)"),
-    "synchformer": WeightSpec("24-01-04T16-39-21.pt (Synchformer, AudioSet-trained)",
-                              "github.com/v-iashin/Synchformer"),
+    "desync": WeightSpec("synchformer_state_dict.pth (or the authors' 24-01-04T16-39-21.pt)",
+                         "github.com/hkchengrex/MMAudio/releases/download/v0.1/synchformer_state_dict.pth; the .pt: "
+                         "github.com/v-iashin/Synchformer (24-01-04T16-39-21, AudioSet)"),
 }
 
 

@@ -5,6 +5,8 @@
 For each ``{id}.json`` sidecar of ``--prompts`` (``ovi-toy make --seed 1``: clips the model never saw), the caption
 is the prompt; the generated ``{id}.mp4`` gets that sidecar beside it, so ``ovi-toy score`` also checks prompt
 adherence (kind, count, colours asked for). Writes ``scores.json`` (rows + summary) in ``--out``.
+``--condition v2a`` gives the model the held-out clip's video and generates its sound (``a2v``: the audio, and
+generates the picture): the sync figures then measure the generated stream against the real one.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ovi.config import InferenceConfig
-from ovi.media import write_mp4
+from ovi.media import read_audio, write_mp4
+from ovi.toy.clip import SAMPLE_RATE
 from ovi.presets import load_inference_config
 from ovi.toy.cli import score
 from ovi.toy.sidecar import read_sidecar
@@ -32,7 +35,11 @@ def toy_config(release: Path, **settings: object) -> InferenceConfig:
     return replace(cfg, checkpoints=replace(cfg.checkpoints, root=str(release)), **settings)
 
 
-def generate_folder(release: Path, prompts: Path, out: Path, limit: int | None = None, **settings: object) -> None:
+CONDITIONS = ("none", "v2a", "a2v")
+
+
+def generate_folder(release: Path, prompts: Path, out: Path, limit: int | None = None, condition: str = "none",
+                    **settings: object) -> None:
     from ovi.pipeline import OviPipeline  # heavy: only when generating
 
     pipe = OviPipeline.from_config(toy_config(release, **settings))
@@ -43,7 +50,8 @@ def generate_folder(release: Path, prompts: Path, out: Path, limit: int | None =
         if target.exists():
             continue  # resumable
         truth = read_sidecar(video)
-        g = pipe.generate(truth["caption"], seed=SEED, progress=False)
+        given = {"v2a": {"video": video}, "a2v": {"audio": read_audio(video, SAMPLE_RATE)}}.get(condition, {})
+        g = pipe.generate(truth["caption"], seed=SEED, progress=False, **given)
         frames = ((g.video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()  # [T, H, W, 3]
         shutil.copy2(video.with_suffix(".json"), out / f"{video.stem}.json")
         write_mp4(target, frames, g.audio.float().cpu().numpy(), fps=g.fps, sample_rate=g.sample_rate)
@@ -63,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--shuffle-audio", action="store_true", help="score with audio paired across clips (chance)")
+    p.add_argument("--condition", choices=CONDITIONS, default="none",
+                   help="v2a: generate the sound of each held-out clip's video; a2v: the picture of its audio")
     a = p.parse_args(argv)
     if a.release:
         if a.prompts is None:
             p.error("--release needs --prompts")
-        generate_folder(a.release, a.prompts, a.out, a.limit)
+        generate_folder(a.release, a.prompts, a.out, a.limit, a.condition)
     print(json.dumps(score_folder(a.out, a.shuffle_audio), indent=1, default=float))
     return 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ovi.config import load_fusion_config, to_yaml
-from ovi.toy.codecs import MODEL_CONFIG
+from ovi.toy.codecs import AUDIO_CODEC_FILE, MODEL_CONFIG, VIDEO_CODEC_FILE
 from ovi.toy.world import clip_plan
 
 TRAIN_CONFIGS = {s: f"configs/train/toy_{s}.yaml" for s in ("audio_pretrain", "audio_finetune", "fusion")}
@@ -38,18 +38,14 @@ class Budget:
     """Sizes of one rebuild. FULL fits 90 minutes on an idle 2-core machine; QUICK is the CI smoke run."""
 
     clips: int
-    video_vae_steps: int
-    audio_vae_steps: int
     pretrain_steps: int
     finetune_steps: int
     fusion_steps: int
     fusion_batch: int
 
 
-FULL = Budget(clips=120, video_vae_steps=700, audio_vae_steps=2000, pretrain_steps=300, finetune_steps=100,
-              fusion_steps=800, fusion_batch=8)
-QUICK = Budget(clips=8, video_vae_steps=4, audio_vae_steps=4, pretrain_steps=2, finetune_steps=2, fusion_steps=2,
-               fusion_batch=2)
+FULL = Budget(clips=200, pretrain_steps=1000, finetune_steps=300, fusion_steps=5000, fusion_batch=8)
+QUICK = Budget(clips=8, pretrain_steps=2, finetune_steps=2, fusion_steps=2, fusion_batch=2)
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -77,9 +73,9 @@ class Rebuild:
 
     def _encoders(self, video: bool) -> list[str]:
         c = self.codecs
-        over = [f"encoders.audio_vae={c / 'v1-16.pth'}", f"encoders.text_encoder={c / 'text_encoder'}",
+        over = [f"encoders.audio_vae={c / AUDIO_CODEC_FILE}", f"encoders.text_encoder={c / 'text_encoder'}",
                 f"encoders.tokenizer={c / 'tokenizer'}"]
-        return over + ([f"encoders.video_vae={c / 'vae'}"] if video else [])
+        return over + ([f"encoders.video_vae={c / VIDEO_CODEC_FILE}"] if video else [])
 
     # -- phases ---------------------------------------------------------------------------------
     def world(self) -> None:
@@ -94,8 +90,8 @@ class Rebuild:
 
     def codecs_phase(self) -> None:
         _run(_py("ovi.toy.codecs", "--clips", str(self.out / "world"), "--out", str(self.codecs),
-                 "--video-steps", str(self.b.video_vae_steps), "--audio-steps", str(self.b.audio_vae_steps),
                  "--seed", str(self.seed)), self.logs / "codecs.log")
+        (self.codecs / "griffin_lim.json").write_text(json.dumps(VOCODER_FILE) + "\n")
 
     def latents(self) -> None:
         for stage, src in (("audio_pretrain", "shards_audio"), ("audio_finetune", "shards_audio"), ("fusion", "shards_av")):
@@ -125,20 +121,23 @@ class Rebuild:
         audio = self.out / "audio_finetune" / "export" / "audio_finetune.safetensors"
         _run(_py("ovi.toy.init_fusion", "--model", model, "--audio-tower", str(audio), "--out", str(init),
                  "--seed", str(self.seed), *(["--unfused"] if unfused else [])), self.logs / f"{name}.log")
-        extra = [f"model={model}", f"init.fusion={init}", f"data.batch_size={self.b.fusion_batch}"]
+        # In-loop evaluation samples with this rebuild's codecs (checkpoints/toy may hold another world's).
+        extra = [f"model={model}", f"init.fusion={init}", f"data.batch_size={self.b.fusion_batch}",
+                 f"evaluation.inference_overrides=[checkpoints.root={self.codecs.resolve()}]"]
         if unfused:
             extra.append("frozen=['*_fusion*']")  # the zeroed cross-modal layers stay zero: no audio-video exchange
         export = self._train("fusion", name, self.b.fusion_steps, *extra)
         self.release(export, self.out / "release" / name)
 
     def release(self, fusion: Path, dest: Path) -> None:
-        """checkpoints/toy's layout: fusion.safetensors, vae/, v1-16.pth, text_encoder/, tokenizer/, griffin_lim.json."""
+        """checkpoints/toy's layout: fusion.safetensors, the two codec files, text_encoder/, tokenizer/,
+        griffin_lim.json."""
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(fusion, dest / "fusion.safetensors")
-        for name in ("vae", "text_encoder", "tokenizer"):
+        for name in ("text_encoder", "tokenizer"):
             shutil.copytree(self.codecs / name, dest / name, dirs_exist_ok=True)
-        shutil.copy2(self.codecs / "v1-16.pth", dest / "v1-16.pth")
-        (dest / "griffin_lim.json").write_text(json.dumps(VOCODER_FILE) + "\n")
+        for name in (VIDEO_CODEC_FILE, AUDIO_CODEC_FILE, "griffin_lim.json"):
+            shutil.copy2(self.codecs / name, dest / name)
 
     # -- driver ---------------------------------------------------------------------------------
     def phases(self, ablations: bool) -> list[tuple[str, Callable[[], None], Path]]:
@@ -147,7 +146,7 @@ class Rebuild:
         plan = [
             ("world", self.world, self.out / "world" / f"{clip_plan(self.b.clips, self.seed)[-1][0]}.json"),
             ("shards", self.shards, self.out / "shards_audio" / "shards" / "index.json"),
-            ("codecs", self.codecs_phase, self.codecs / "codecs_done.json"),
+            ("codecs", self.codecs_phase, self.codecs / "griffin_lim.json"),  # written last
             ("latents", self.latents, self.out / "latents" / "fusion" / "shards" / "index.json"),
             ("stage 1", self.stage1, self.out / "audio_finetune" / "export" / "audio_finetune.safetensors"),
             ("stage 2", self.stage2, rel / "fusion" / "fusion.safetensors"),

@@ -19,11 +19,10 @@ from typing import Generic, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
-from ovi.geometry import SIZE_MULTIPLE
+from ovi.geometry import SIZE_MULTIPLE, VAE_TEMPORAL_FACTOR
 from ovi.prompts import SPEECH_CLOSE, SPEECH_OPEN
 
 T = TypeVar("T")
-VAE_TIME_STRIDE = 4  # Wan2.2 VAE: 1 + 4k frames -> 1 + k latent frames
 
 
 @dataclass(frozen=True, order=True)
@@ -45,7 +44,7 @@ def bucket_size(height: int, width: int, area: int) -> tuple[int, int]:
 
 def bucket_frames(num_frames: int, allowed: Sequence[int]) -> int | None:
     """The longest allowed clip length (each 1 + 4k frames) that fits in ``num_frames``; None if none does."""
-    bad = [n for n in allowed if (n - 1) % VAE_TIME_STRIDE]
+    bad = [n for n in allowed if n < 1 or (n - 1) % VAE_TEMPORAL_FACTOR]
     if bad:
         raise ValueError(f"bucket frame counts must be 1 + 4k (the VAE's time stride), got {bad}")
     fits = [n for n in allowed if n <= num_frames]

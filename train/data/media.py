@@ -7,7 +7,8 @@ trainer's raw-data loader use to turn a shard sample's members (mp4, wav, json) 
 
 Fixed-length audio (fine-tuning, fusion) is exactly ``ClipGeometry.audio_samples`` long, the waveform that
 encodes to the geometry's audio latents (121 frames -> 157 latents = 80,384 samples; 241 -> 314 = 160,768,
-zero-padded past a 160,667-sample clip), so training and sampling use the same latent length.
+zero-padded past a 160,667-sample clip), so training and sampling use the same latent length. A clip shorter
+than that (``data.audio.pad_short``) is returned at its own length; the loader pads it with a loss mask.
 """
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from typing import Optional
 import soundfile as sf
 import torch
 
-from ovi.geometry import AUDIO_SAMPLES_PER_LATENT, SAMPLE_RATE
+from ovi.geometry import AUDIO_SAMPLES_PER_LATENT, SAMPLE_RATE, ClipGeometry
 from ovi.imaging import frames_to_pixels
 from ovi.media import read_video
 from train.config import TrainConfig
+from train.data.buckets import Bucket, bucket_for
 
 
 def decode_json(data: bytes) -> dict:
@@ -38,11 +40,13 @@ def decode_audio(data: bytes) -> torch.Tensor:
     return torch.from_numpy(wave.mean(axis=1))
 
 
-def decode_video(data: bytes, num_frames: int) -> torch.Tensor:
-    """mp4 bytes -> the first ``num_frames`` frames as uint8 [T, H, W, 3]. Fewer frames: ValueError."""
+def decode_video(data: bytes, num_frames: int, least: Optional[int] = None) -> torch.Tensor:
+    """mp4 bytes -> up to the first ``num_frames`` frames as uint8 [T, H, W, 3]. Fewer than ``least`` (default
+    ``num_frames``): ValueError."""
     frames, _ = read_video(io.BytesIO(data), max_frames=num_frames)
-    if len(frames) < num_frames:
-        raise ValueError(f"clip has {len(frames)} frames, {num_frames} needed")
+    need = num_frames if least is None else least
+    if len(frames) < need:
+        raise ValueError(f"clip has {len(frames)} frames, {need} needed")
     return torch.from_numpy(frames)
 
 
@@ -51,16 +55,26 @@ class AudioSpec:
     """How much of a clip's audio one training sample takes, in samples at 16 kHz."""
 
     length: int  # fixed: exactly this (zero-padded if the clip ends a little early); variable: at most this
-    least: int  # clips shorter than this are skipped
+    least: int  # the shortest clip that fills a window
     fixed: bool
+    # The shortest clip kept (None: ``least``). Below ``least`` (fixed mode with data.audio.pad_short) a clip keeps
+    # its own length here and is padded in latent space with a loss mask (train/data/loader.py).
+    keep: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.keep is None:
+            object.__setattr__(self, "keep", self.least)  # frozen dataclass: set once here
 
     @classmethod
-    def for_config(cls, cfg: TrainConfig) -> AudioSpec:
+    def for_config(cls, cfg: TrainConfig, num_frames: Optional[int] = None) -> AudioSpec:
+        """``num_frames``: the clip's duration bucket (default ``data.video.num_frames``)."""
         a = cfg.data.audio
         if a.mode == "fixed":  # fusion is always fixed (train/config.py checks it)
-            length = cfg.data.geometry.audio_samples
+            length = ClipGeometry.for_frames(num_frames or cfg.data.video.num_frames).audio_samples
             # Pad at most one latent's worth (32 ms): 241 frames are 160,667 samples, 314 latents need 160,768.
-            return cls(length, length - AUDIO_SAMPLES_PER_LATENT + 1, fixed=True)
+            least = length - AUDIO_SAMPLES_PER_LATENT + 1
+            keep = min(least, round(a.min_seconds * SAMPLE_RATE)) if a.pad_short else least
+            return cls(length, least, fixed=True, keep=keep)
         return cls(round(a.seconds * SAMPLE_RATE), round(a.min_seconds * SAMPLE_RATE), fixed=False)
 
     @property
@@ -70,23 +84,29 @@ class AudioSpec:
 
     @property
     def least_latents(self) -> int:
-        return self.latents if self.fixed else self.least // AUDIO_SAMPLES_PER_LATENT
+        """The fewest latents a precomputed sample may have (fewer: skipped)."""
+        return self.latents if self.fixed and self.keep >= self.least else self.keep // AUDIO_SAMPLES_PER_LATENT
+
+    def span(self, num_samples: int) -> int:
+        """Samples one window takes from a clip of ``num_samples`` (a short fixed clip keeps its own length)."""
+        return self.length if self.fixed and num_samples >= self.least else min(self.length, num_samples)
 
     def window(self, num_samples: int, rng: random.Random) -> Optional[tuple[int, int]]:
         """(start, length) of one window at a random offset, or None to skip the clip."""
-        if num_samples < self.least:
+        if num_samples < self.keep:
             return None
-        length = self.length if self.fixed else min(self.length, num_samples)
+        length = self.span(num_samples)
         return rng.randrange(max(0, num_samples - length) + 1), length
 
     def chunks(self, num_samples: int) -> list[tuple[int, int]]:
         """Consecutive non-overlapping windows covering a clip (precompute): full windows, then a last one
-        if it reaches the minimum (fixed mode pads it to full length, variable mode keeps it shorter)."""
+        if it reaches the minimum (fixed mode pads it to full length, or with pad_short keeps a shorter one at
+        its own length; variable mode keeps it shorter)."""
         out = [(s, self.length) for s in range(0, num_samples - self.length + 1, self.length)]
         rest_start = len(out) * self.length
         rest = num_samples - rest_start
-        if rest > 0 and rest >= self.least:
-            out.append((rest_start, self.length if self.fixed else rest))
+        if rest > 0 and rest >= self.keep:
+            out.append((rest_start, self.span(rest)))
         return out
 
     @staticmethod
@@ -107,6 +127,7 @@ class ClipInput:
     video: Optional[torch.Tensor]  # [3, T, H, W] in [-1, 1]; None for audio stages
     audio_start: int  # offset of ``audio`` in the clip's wav, samples
     meta: dict  # the sample's json
+    bucket: Optional[Bucket] = None  # with data.buckets: the clip's (height, width, num_frames); video is that size
 
 
 def prepare_clip(
@@ -114,9 +135,10 @@ def prepare_clip(
 ) -> list[ClipInput]:
     """A raw sample's members -> model inputs for the stage; [] when the clip is too short for it.
 
-    Audio-video: the first ``data.video.num_frames`` frames resized to ``data.video.height x width`` and the
-    audio window starting with frame 0. Audio only: one window at an ``rng``-drawn offset (training), or with
-    ``rng=None`` every consecutive window (precompute).
+    Audio-video: the first ``data.video.num_frames`` frames resized to ``data.video.height x width`` (with
+    ``data.buckets``: to the clip's aspect-ratio / duration bucket) and the audio window starting with frame 0.
+    Audio only: one window at an ``rng``-drawn offset (training), or with ``rng=None`` every consecutive window
+    (precompute). A fixed-length window of a short clip (``data.audio.pad_short``) keeps the clip's own length.
     """
     meta = decode_json(files["json"])
     if "wav" not in files:
@@ -128,12 +150,38 @@ def prepare_clip(
         return [ClipInput(meta["caption"], spec.take(wave, s, n), None, s, meta) for s, n in windows]
     if "mp4" not in files:
         raise ValueError(f"fusion needs audio-video shards; sample {key} has members {sorted(files)}, no .mp4")
-    if wave.numel() < spec.least:
+    if not cfg.data.buckets.area:
+        return _fixed_size_clip(files["mp4"], wave, meta, cfg, spec)
+    return _bucketed_clip(files["mp4"], wave, meta, cfg)
+
+
+def _fixed_size_clip(mp4: bytes, wave: torch.Tensor, meta: dict, cfg: TrainConfig, spec: AudioSpec) -> list[ClipInput]:
+    """The first ``data.video.num_frames`` frames resized and centre-cropped to ``data.video.height x width``."""
+    if wave.numel() < spec.keep:
         return []
     v = cfg.data.video
     try:
-        frames = decode_video(files["mp4"], v.num_frames)
+        frames = decode_video(mp4, v.num_frames)
     except ValueError:
         return []  # shorter than num_frames
     pixels = frames_to_pixels(frames, v.height, v.width)
-    return [ClipInput(meta["caption"], spec.take(wave, 0, spec.length), pixels, 0, meta)]
+    return [ClipInput(meta["caption"], spec.take(wave, 0, spec.span(wave.numel())), pixels, 0, meta)]
+
+
+def _bucketed_clip(mp4: bytes, wave: torch.Tensor, meta: dict, cfg: TrainConfig) -> list[ClipInput]:
+    """The clip resized to its aspect ratio at ``data.buckets.area`` and cut to the longest bucket length that
+    fits (``bucket_for``); its audio follows that length's geometry."""
+    d = cfg.data
+    allowed = d.bucket_frames
+    try:
+        frames = decode_video(mp4, max(allowed), least=min(allowed))  # uint8 [T, h, w, 3]
+    except ValueError:
+        return []  # shorter than every bucket length
+    bucket = bucket_for(frames.shape[1], frames.shape[2], frames.shape[0], d.buckets.area, allowed)
+    if bucket is None:
+        return []
+    spec = AudioSpec.for_config(cfg, bucket.num_frames)
+    if wave.numel() < spec.keep:
+        return []
+    pixels = frames_to_pixels(frames[: bucket.num_frames], bucket.height, bucket.width)
+    return [ClipInput(meta["caption"], spec.take(wave, 0, spec.span(wave.numel())), pixels, 0, meta, bucket)]
