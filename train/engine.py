@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from train.config import OptimConfig, TrainConfig
@@ -72,16 +71,6 @@ def init_distributed(backend: str = "auto", cpu_shm_comm: bool = False) -> DistI
     else:
         device = torch.device("cpu")
     return DistInfo(rank, world, local_rank, device)
-
-
-def shutdown_distributed(sync: bool = True) -> None:
-    """Leave the process group on purpose. Left to interpreter exit, gloo's worker threads can be torn down while a
-    peer is still closing its sockets, and the rank aborts ("terminate called without an active exception")."""
-    if not dist.is_available() or not dist.is_initialized():
-        return
-    if sync:
-        dist.barrier()
-    dist.destroy_process_group()
 
 
 def deepspeed_config(cfg: TrainConfig, world_size: int, load_universal: bool = False) -> dict[str, Any]:

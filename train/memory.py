@@ -21,8 +21,9 @@ import torch
 import torch.distributed as dist
 
 from ovi.config import load_fusion_config
+from ovi.parallel.groups import leave_process_group
 from train.config import TrainConfig
-from train.engine import build_engine, deepspeed_config, init_distributed, shutdown_distributed, zero_stage
+from train.engine import build_engine, deepspeed_config, init_distributed, zero_stage
 from train.model_init import build_model, meta_model
 from train.params import apply_trainable
 from train.preflight import preflight
@@ -113,7 +114,7 @@ def dry_run(cfg: TrainConfig) -> list[RankMemory]:
                      info.world_size)
             for m in out:
                 log.info("%s", m.line())
-        shutdown_distributed()
+        leave_process_group()
         return out
     finally:
         if lock is not None:

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from ovi.config import load_fusion_config
+from ovi.parallel.groups import leave_process_group
 from train.checkpoint import Checkpointer, TrainerState, latest_checkpoint, needs_universal, rank_slots
 from train.config import TrainConfig
 from train.data.latents import load_null_prompt
@@ -24,7 +25,7 @@ from train.data.loader import Batch, BatchStream
 from train.ema import Ema, ema_file
 from ovi.lora import AdapterInfo, base_name, file_fingerprint, inject_lora
 from train.encoders import Encoders, build_encoders
-from train.engine import build_engine, deepspeed_config, init_distributed, shutdown_distributed
+from train.engine import build_engine, deepspeed_config, init_distributed
 from train.evaluation import InLoopEvaluator
 from train.export import DTYPES, export_checkpoint
 from train.metrics import MetricsSink, detect_peak_tflops
@@ -323,6 +324,6 @@ def train(cfg: TrainConfig) -> Optional[Path]:
         if trainer.lock is not None:
             trainer.lock.release()
     # No barrier: the other ranks leave while rank 0 exports.
-    shutdown_distributed(sync=False)
+    leave_process_group(sync=False)
     return export
 

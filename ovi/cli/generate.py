@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(cfg, jobs: list[Job]) -> int:
     """Load once, then every (prompt, seed), with progress over the whole batch."""
     from ovi.outputs import claim_stem, exists, output_stem, save_generation
-    from ovi.parallel.groups import agree, init_from_env, my_share
+    from ovi.parallel.groups import agree, init_from_env, leave_process_group, my_share
     from ovi.pipeline import OviPipeline  # heavy imports only once the inputs are known to be good
 
     base_seed = resolve_seed(cfg.seed)  # -1: one random base for the batch, logged
@@ -135,6 +135,7 @@ def run(cfg, jobs: list[Job]) -> int:
         stem = claim_stem(cfg.output_dir, output_stem(i, job.prompt, seed), cfg.overwrite)
         path = save_generation(result, stem, cfg, job.image)
         logger.info("[%d/%d] wrote %s (%.1f s)", n, len(todo), path, time.monotonic() - t0)
+    leave_process_group()
     return 0
 
 

@@ -83,6 +83,17 @@ def init_from_env(device_type: str) -> int:
     return local_rank
 
 
+def leave_process_group(sync: bool = True) -> None:
+    """Leave the process group on purpose (no-op without one). Left to interpreter exit, gloo's worker threads
+    can be torn down while a peer is still closing its sockets, and the rank aborts ("terminate called without
+    an active exception") after its work is done. ``sync``: wait for every rank first."""
+    if not dist.is_available() or not dist.is_initialized():
+        return
+    if sync:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def broadcast_tensors(tensors: list[torch.Tensor] | None, layout: ParallelLayout, device: torch.device,
                       dtype: torch.dtype) -> list[torch.Tensor]:
     """The leader's tensors (any shapes) on every rank of its SP group; other ranks pass None."""
