@@ -26,6 +26,7 @@ from tqdm import tqdm
 from data_pipeline.shards import Sample, index_entry, iter_tar_samples, read_index, write_index, write_shard
 from ovi.fileio import atomic_write_text
 from ovi.geometry import SAMPLE_RATE
+from ovi.parallel.groups import leave_process_group
 from train.config import TrainConfig, load_train_config
 from train.data.latents import META_FILE, LatentSample, latent_sample, save_null_prompt
 from train.data.media import prepare_clip
@@ -108,8 +109,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         # Only a barrier at the end; ranks may finish hours apart.
         dist.init_process_group("gloo", timeout=timedelta(hours=PRECOMPUTE_BARRIER_HOURS))
     precompute(cfg, inputs, a.out, rank, world, device, a.store_dtype)
-    if world > 1:
-        dist.destroy_process_group()
+    leave_process_group(sync=False)  # precompute() ends with its own barrier
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from ovi.codecs.mel import MelFrontEnd
 from ovi.codecs.text_encoder import build_umt5_encoder
 from ovi.components import TINY_TEXT_ENCODER, char_tokenizer
 from ovi.config import load_fusion_config
+from ovi.geometry import FPS
+from ovi.imaging import unit_to_uint8
 from ovi.media import read_audio, read_video
 from ovi.toy.clip import SAMPLE_RATE
 from ovi.toy.fixed_codecs import MelPoolCodec, PixelVideoCodec, fit_audio_codec, fit_video_codec
@@ -106,11 +108,12 @@ def evaluate(folder: Path, clips: Path, limit: int = 16) -> dict:
         share, _ = match_events(before, after, 0.010)
         if not math.isnan(share):
             hits.append(share)
-            hits_frame.append(match_events(before, after, 1.0 / 24)[0])
-            offsets.extend(np.abs(match_events(before, after, 1.0 / 24)[1]).tolist())
-        pixels = ((y[0] + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 3, 0).numpy()  # [T, H, W, 3]
+            share_frame, within_frame = match_events(before, after, 1.0 / FPS)
+            hits_frame.append(share_frame)
+            offsets.extend(np.abs(within_frame).tolist())
+        pixels = unit_to_uint8(y[0].transpose(0, 1)).numpy()  # [T, H, W, 3]
         truth = json.loads(path.with_suffix(".json").read_text())
-        judged = score_clip(pixels, wave.numpy(), 24.0, SAMPLE_RATE, truth).truth  # both streams decoded
+        judged = score_clip(pixels, wave.numpy(), FPS, SAMPLE_RATE, truth).truth  # both streams decoded
         kinds.append(float(judged["kind_ok"]))
         if "visual_recall" in judged:
             events.append(judged["visual_recall"])

@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ovi.config import InferenceConfig
+from ovi.imaging import unit_to_uint8
 from ovi.media import read_audio, write_mp4
 from ovi.toy.clip import SAMPLE_RATE
 from ovi.presets import load_inference_config
@@ -52,7 +53,7 @@ def generate_folder(release: Path, prompts: Path, out: Path, limit: int | None =
         truth = read_sidecar(video)
         given = {"v2a": {"video": video}, "a2v": {"audio": read_audio(video, SAMPLE_RATE)}}.get(condition, {})
         g = pipe.generate(truth["caption"], seed=SEED, progress=False, **given)
-        frames = ((g.video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()  # [T, H, W, 3]
+        frames = unit_to_uint8(g.video.cpu().transpose(0, 1)).numpy()  # [T, H, W, 3]
         shutil.copy2(video.with_suffix(".json"), out / f"{video.stem}.json")
         write_mp4(target, frames, g.audio.float().cpu().numpy(), fps=g.fps, sample_rate=g.sample_rate)
 

@@ -32,13 +32,14 @@ from torch import nn
 
 from ovi.codecs.mel import N_MELS
 from ovi.fileio import atomic_path
+from ovi.geometry import MEL_FRAMES_PER_LATENT, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, latent_frames
 
 VIDEO_CODEC = "pixel_video"
 AUDIO_CODEC = "mel_pool"
-TEMPORAL = 4  # video frames per latent frame after the first (Wan2.2's)
+TEMPORAL = VAE_TEMPORAL_FACTOR  # video frames per latent frame after the first (Wan2.2's)
 UNSHUFFLE = 2  # pooled pixels per latent cell, each way
-DEFAULT_POOL = 8  # x UNSHUFFLE = the release's 16x spatial compression
-MEL_FRAMES = 2  # mel frames per audio latent (the MMAudio VAE's time halving)
+DEFAULT_POOL = VAE_SPATIAL_FACTOR // UNSHUFFLE  # 8: with the unshuffle, the release's 16x spatial compression
+MEL_FRAMES = MEL_FRAMES_PER_LATENT  # mel frames per audio latent (the MMAudio VAE's time halving)
 STD_FLOOR = 1e-2  # a channel that never varies in the world is left unscaled, not blown up
 
 
@@ -81,8 +82,9 @@ class PixelVideoCodec(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
-    def latent_frames(self, num_frames: int) -> int:
-        return 1 + (num_frames - 1) // TEMPORAL
+    @staticmethod
+    def latent_frames(num_frames: int) -> int:
+        return latent_frames(num_frames)
 
     def enable_tiling(self, *_: int) -> None:
         """Nothing to tile: decoding is a reshape and an upsample per frame."""
