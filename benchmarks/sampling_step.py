@@ -8,7 +8,9 @@
               tables: what the reference computes;
    optimized  ovi.denoise defaults: both branches in one batched forward, text K/V and RoPE once per
               generation, shared latents embedded once (exact: final latents' rel_l2 printed);
-   unbatched  the low-memory switch (SpeedConfig(batch_cfg=False)): one branch at a time, caches kept.
+   unbatched  the low-memory switch (SpeedConfig(batch_cfg=False)): one branch at a time, caches kept;
+   compiled   optimized on a copy of the model whose blocks are torch.compile'd (ovi-generate compile=true;
+              compiled in the warm-up, not timed; --no-compile skips it).
    Configs: "mid" (dim 512, 8 heads, 4 layers; video [48,5,16,16] = 320 tokens, audio [40,20]) and "long"
    (head_dim 128 as the release, 2048 video tokens, 157 audio tokens, 512 text tokens; 2 layers of dim 256).
 2. Step caching (ovi.models.cache) at several thresholds on the mid config: time per step, steps reused,
@@ -20,6 +22,7 @@ Random weights (heads re-drawn so outputs are not zero); UniPC, CFG 4/3, SLG lay
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
@@ -36,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from ovi.config import FusionConfig, TowerConfig, load_fusion_config  # noqa: E402
 from ovi.denoise import Conditioning, GuidanceConfig, SpeedConfig, guided_velocity, sample  # noqa: E402
+from ovi.models.compile import compile_blocks  # noqa: E402
 from ovi.models.fusion import FusionModel  # noqa: E402
 from ovi.models.stream import Stream  # noqa: E402
 from ovi.sampling import guidance  # noqa: E402
@@ -105,7 +109,7 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-def speed_table(case: Case, steps: int, rounds: int, device: str, sync) -> None:  # noqa: ANN001
+def speed_table(case: Case, steps: int, rounds: int, device: str, sync, compiled: bool = True) -> None:  # noqa: ANN001
     model, text, nv, na = build(case, torch.float32, device)
     cfg = GuidanceConfig("unipc", steps, 5.0, 4.0, 3.0, 1)
     paths = {
@@ -113,6 +117,11 @@ def speed_table(case: Case, steps: int, rounds: int, device: str, sync) -> None:
         "optimized": lambda: guided_velocity(model, text, cfg),
         "unbatched": lambda: guided_velocity(model, text, cfg, speed=SpeedConfig(batch_cfg=False)),
     }
+    if compiled:
+        fast = copy.deepcopy(model)
+        compile_blocks(fast)
+        paths["compiled"] = lambda: guided_velocity(fast, text, cfg)
+        run(fast, text, cfg, nv, na, paths["compiled"](), [], sync)  # compiles every block
     times: dict[str, list[float]] = {k: [] for k in paths}
     finals: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     run(model, text, cfg, nv, na, paths["optimized"](), [], sync)  # warm-up
@@ -198,6 +207,7 @@ def main() -> None:
     ap.add_argument("--skip-tiers", action="store_true")
     ap.add_argument("--skip-cache", action="store_true")
     ap.add_argument("--only", choices=["mid", "long"], default=None)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (compiling takes minutes)")
     ap.add_argument("--tier-worker", help=argparse.SUPPRESS)
     ap.add_argument("--tier-steps", type=int, default=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -211,7 +221,8 @@ def main() -> None:
     print("| config | path | s/step (median) | vs naive | final latents rel_l2 vs naive |\n|---|---|---|---|---|")
     for name, case in cases().items():
         if args.only in (None, name):
-            speed_table(case, 4 if name == "mid" else 2, args.rounds if name == "mid" else 1, args.device, sync)
+            speed_table(case, 4 if name == "mid" else 2, args.rounds if name == "mid" else 1, args.device, sync,
+                        not args.no_compile)
     if not args.skip_cache:
         print("\nstep caching, mid config, 20 steps\n")
         print("| threshold | s/step (median) | s total | steps reused | rel_l2 vs uncached |\n|---|---|---|---|---|")

@@ -1,6 +1,6 @@
 """``ovi-toy``: make a folder of toy clips (mp4 + ground-truth sidecars), or score a folder of clips.
 
-    ovi-toy make --out DIR --num 100 --seed 0 [--size 64] [--kinds bounce,flash,face,ambient]
+    ovi-toy make --out DIR --num 100 --seed 0 [--size 64] [--kinds bounce,flash,face,ambient] [--colours cyan]
     ovi-toy score DIR [--shuffle-audio] [--json report.json]
     ovi-toy rebuild [--out runs/toy] [--quick] [--ablations]   # the whole recipe (ovi.toy.rebuild)
 
@@ -23,7 +23,8 @@ from ovi.toy import rebuild
 from ovi.toy.clip import SAMPLE_RATE, SIZES
 from ovi.toy.metrics import score_clip, shuffled_pairs, summarise
 from ovi.toy.sidecar import read_sidecar
-from ovi.toy.world import KINDS, clip_plan, is_complete, make_clip, write_clip
+from ovi.toy.draw import COLOURS, HELD_OUT
+from ovi.toy.world import EVENT_KINDS, KINDS, clip_plan, is_complete, make_clip, write_clip
 
 
 def _kinds(text: str) -> list[str]:
@@ -34,14 +35,23 @@ def _kinds(text: str) -> list[str]:
     return kinds
 
 
-def make(out: Path, num: int, seed: int, size: int, kinds: list[str]) -> tuple[int, int]:
+def _colours(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in names if c not in COLOURS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown colours {unknown}; choose from {','.join(COLOURS)}")
+    return names
+
+
+def make(out: Path, num: int, seed: int, size: int, kinds: list[str], palette: list[str] | None = None
+         ) -> tuple[int, int]:
     """Write the planned clips that are not complete yet; returns (made, skipped)."""
     made = skipped = 0
     for clip_id, kind, clip_seed in tqdm(clip_plan(num, seed, kinds), desc="ovi-toy make", unit="clip"):
         if is_complete(out, clip_id):
             skipped += 1
             continue
-        write_clip(out, clip_id, make_clip(kind, clip_seed, size))
+        write_clip(out, clip_id, make_clip(kind, clip_seed, size, palette))
         made += 1
     return made, skipped
 
@@ -91,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=SIZES[0], choices=SIZES)
     p.add_argument("--kinds", type=_kinds, default=list(KINDS), help=f"comma list of {','.join(KINDS)}")
+    p.add_argument("--colours", type=_colours, help="object colours of bounce/flash scenes (default: the palette; "
+                   f"'{','.join(HELD_OUT)}' is held out of the default world for fine-tuning)")
     p = sub.add_parser("score", help="sync and adherence metrics of a folder of mp4s")
     p.add_argument("folder", type=Path)
     p.add_argument("--shuffle-audio", action="store_true", help="pair each video with another clip's audio")
@@ -101,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rebuild":
         return rebuild.run_from_args(args)
     if args.command == "make":
-        made, skipped = make(args.out, args.num, args.seed, args.size, args.kinds)
+        if args.colours and set(args.kinds) - set(EVENT_KINDS):
+            parser.error(f"--colours applies to {','.join(EVENT_KINDS)} scenes; add --kinds bounce (or flash)")
+        made, skipped = make(args.out, args.num, args.seed, args.size, args.kinds, args.colours)
         print(f"made {made} clips, skipped {skipped} already complete, in {args.out}")
         return 0
     rows, summary = score(args.folder, args.shuffle_audio)

@@ -6,7 +6,9 @@ For each ``{id}.json`` sidecar of ``--prompts`` (``ovi-toy make --seed 1``: clip
 is the prompt; the generated ``{id}.mp4`` gets that sidecar beside it, so ``ovi-toy score`` also checks prompt
 adherence (kind, count, colours asked for). Writes ``scores.json`` (rows + summary) in ``--out``.
 ``--condition v2a`` gives the model the held-out clip's video and generates its sound (``a2v``: the audio, and
-generates the picture): the sync figures then measure the generated stream against the real one.
+generates the picture): the sync figures then measure the generated stream against the real one
+(``--conditioning noised|clean``: how the given stream enters each step, ``ovi.modes``). ``--lora PATH[:scale]``
+generates with an adapter on the model (a toy LoRA, ``configs/train/lora_toy.yaml``).
 """
 from __future__ import annotations
 
@@ -74,11 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shuffle-audio", action="store_true", help="score with audio paired across clips (chance)")
     p.add_argument("--condition", choices=CONDITIONS, default="none",
                    help="v2a: generate the sound of each held-out clip's video; a2v: the picture of its audio")
+    p.add_argument("--conditioning", choices=("noised", "clean"), default="noised",
+                   help="with --condition: the given stream noised to each step's level (default) or kept clean")
+    p.add_argument("--lora", default="", help="adapter file(s) PATH[:scale], comma-separated, as ovi-generate lora=")
     a = p.parse_args(argv)
     if a.release:
         if a.prompts is None:
             p.error("--release needs --prompts")
-        generate_folder(a.release, a.prompts, a.out, a.limit, a.condition)
+        generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, conditioning=a.conditioning, lora=a.lora)
     print(json.dumps(score_folder(a.out, a.shuffle_audio), indent=1, default=float))
     return 0
 

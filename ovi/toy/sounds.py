@@ -19,12 +19,13 @@ import soundfile as sf
 from scipy.signal import lfilter, resample_poly
 
 from ovi.toy.clip import NUM_SAMPLES, SAMPLE_RATE
-from ovi.toy.draw import PALETTE
+from ovi.toy.draw import COLOURS
 
 COLOUR_PITCH_HZ: dict[str, float] = {
     "red": 330.0, "orange": 440.0, "yellow": 660.0, "green": 523.0, "blue": 262.0, "purple": 784.0,
+    "cyan": 1175.0,  # held out of the default world (draw.HELD_OUT): above every palette pitch
 }
-assert set(COLOUR_PITCH_HZ) == set(PALETTE), "every palette colour needs a pitch"
+assert set(COLOUR_PITCH_HZ) == set(COLOURS), "every colour needs a pitch"
 REFERENCE_RADIUS = 0.09  # ball radius as a fraction of the frame side that sounds at the colour's pitch
 NOISE_FLOOR = 0.002  # a faint room-noise bed under event scenes, so silence is never digital zero
 PEAK = 0.8  # clips are normalised to this peak

@@ -25,14 +25,20 @@ KINDS: tuple[str, ...] = tuple(RENDERERS)
 EVENT_KINDS: tuple[str, ...] = (bounce.KIND, flash.KIND)  # kinds whose sound is a list of timed events
 
 
-def make_clip(kind: str, seed: int | Sequence[int], size: int = 64) -> ToyClip:
-    """Render one clip of ``kind``; the same (kind, seed, size) always gives the same clip."""
+def make_clip(kind: str, seed: int | Sequence[int], size: int = 64, palette: Sequence[str] | None = None) -> ToyClip:
+    """Render one clip of ``kind``; the same (kind, seed, size, palette) always gives the same clip.
+    ``palette``: colour names for the objects of bounce / flash scenes (None: draw.PALETTE)."""
     if kind not in RENDERERS:
         raise ValueError(f"unknown scene kind {kind!r}; choose from {', '.join(KINDS)}")
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size}")
     rng = np.random.default_rng(seed)
-    frames, audio, truth = RENDERERS[kind](rng, size)
+    if palette is None:
+        frames, audio, truth = RENDERERS[kind](rng, size)
+    elif kind in EVENT_KINDS:
+        frames, audio, truth = RENDERERS[kind](rng, size, palette=palette)
+    else:
+        raise ValueError(f"a palette only applies to {' and '.join(EVENT_KINDS)} scenes, not {kind!r}")
     truth = {**truth, "caption": caption(truth, rng), "version": TRUTH_VERSION, "size": size,
              "seed": list(np.atleast_1d(seed).tolist()), "fps": FPS, "num_frames": NUM_FRAMES,
              "sample_rate": SAMPLE_RATE, "num_samples": NUM_SAMPLES}

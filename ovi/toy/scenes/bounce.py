@@ -6,6 +6,8 @@ The knock's pitch follows the ball's colour and size (``sounds.COLOUR_PITCH_HZ``
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ovi.toy import draw, sounds
@@ -29,10 +31,22 @@ def heights(contacts: np.ndarray, max_height: float) -> np.ndarray:
     return apex * 4.0 * u * (1.0 - u)
 
 
-def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+def impact_pitch(colour: str, radius: float, size: float = 1.0) -> float:
+    """Hz of the knock of a ball of ``radius`` in a frame of side ``size``: its colour's pitch, lower when bigger."""
+    return sounds.COLOUR_PITCH_HZ[colour] * (sounds.REFERENCE_RADIUS * size / radius) ** 0.5
+
+
+def pitch_range(colour: str) -> tuple[float, float]:
+    """(lowest, highest) knock pitch a ball of ``colour`` can have over the radius range."""
+    return impact_pitch(colour, RADIUS_FRACTION[1]), impact_pitch(colour, RADIUS_FRACTION[0])
+
+
+def render(rng: np.random.Generator, size: int, palette: Sequence[str] = tuple(draw.PALETTE)
+           ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``palette``: the colour names balls are drawn from (default: the palette; draw.HELD_OUT for fine-tuning)."""
     n = int(rng.integers(1, 4))
-    names = list(draw.PALETTE)
-    if n > 1 and rng.random() < SAME_COLOUR_CHANCE:
+    names = list(palette)
+    if n > 1 and (len(names) == 1 or rng.random() < SAME_COLOUR_CHANCE):
         colours = [names[rng.integers(len(names))]] * n
     else:
         colours = [names[i] for i in rng.choice(len(names), n, replace=False)]
@@ -51,8 +65,8 @@ def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray,
         phase = rng.uniform(0, 2 * np.pi)
         cx = (i + 0.5) * lane + sway * np.sin(2 * np.pi * np.arange(NUM_FRAMES) / NUM_FRAMES + phase)
         cy = floor_top - r - heights(contacts, max_height=floor_top - 2.0 * r - 0.08 * size)
-        draw.blend(frames, draw.disc_coverage(NUM_FRAMES, size, cy, cx, r), draw.PALETTE[colour])
-        pitch = sounds.COLOUR_PITCH_HZ[colour] * (sounds.REFERENCE_RADIUS * size / r) ** 0.5
+        draw.blend(frames, draw.disc_coverage(NUM_FRAMES, size, cy, cx, r), draw.COLOURS[colour])
+        pitch = impact_pitch(colour, r, size)
         for f in in_clip(contacts):
             ev = event_record(int(f), i)
             sounds.place(audio, sounds.impact(pitch, rng), ev["sample"], gain=float(rng.uniform(0.7, 1.0)))

@@ -2,6 +2,8 @@
 pitch is the lamp colour's (``sounds.COLOUR_PITCH_HZ``). A lamp is dim (``OFF_LEVEL``) between flashes."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ovi.toy import draw, sounds
@@ -25,9 +27,11 @@ def brightness(flashes: np.ndarray) -> np.ndarray:
     return OFF_LEVEL + (1.0 - OFF_LEVEL) * lit
 
 
-def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    n = int(rng.integers(1, 4))
-    names = list(draw.PALETTE)
+def render(rng: np.random.Generator, size: int, palette: Sequence[str] = tuple(draw.PALETTE)
+           ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``palette``: the colour names lamps are drawn from (default: the palette)."""
+    names = list(palette)
+    n = min(int(rng.integers(1, 4)), len(names))  # lamps differ in colour
     colours = [names[i] for i in rng.choice(len(names), n, replace=False)]
     shape = str(rng.choice(SHAPES))
     backdrop = str(rng.choice(DARK_BACKDROPS))
@@ -41,7 +45,7 @@ def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray,
         cx = (i + 0.5) * lane
         primitive = draw.disc_coverage if shape == "round" else draw.box_coverage
         cover = np.broadcast_to(primitive(1, size, cy, cx, r), (NUM_FRAMES, size, size))  # a lamp does not move
-        draw.blend(frames, cover, draw.PALETTE[colour], brightness(flashes))
+        draw.blend(frames, cover, draw.COLOURS[colour], brightness(flashes))
         pitch = sounds.COLOUR_PITCH_HZ[colour]
         for f in in_clip(flashes):
             ev = event_record(int(f), i)
