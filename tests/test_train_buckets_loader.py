@@ -123,7 +123,7 @@ def first_raw(dataset: Path, key: str) -> RawSample:
 
 def test_short_fixed_audio_is_padded_with_a_mask_when_asked_and_skipped_otherwise(data) -> None:
     short = first_raw(data["audio"], "clip_000001")  # 2 s against the 5.04 s window
-    off = config("audio_finetune", data["audio"], "data.source=raw")
+    off = config("audio_finetune", data["audio"], "data.source=raw", "data.audio.pad_short=false")
     assert decode_raw(short, off, 0) is None  # the old rule: skipped
     on = config("audio_finetune", data["audio"], "data.source=raw", "data.audio.pad_short=true")
     s = decode_raw(short, on, 0)
@@ -136,7 +136,7 @@ def test_short_fixed_audio_is_padded_with_a_mask_when_asked_and_skipped_otherwis
     # Precomputed latents of a short clip: padded in latent space (pad_audio), same mask.
     files = {LATENTS_EXT: save({"text": torch.ones(2, 4096), "audio": torch.randn(62, 20)}), "json": b"{}"}
     raw = RawSample("short", files, 0, "mem", {})
-    assert decode_precomputed(raw, config("audio_finetune", data["audio"]), 0) is None
+    assert decode_precomputed(raw, config("audio_finetune", data["audio"], "data.audio.pad_short=false"), 0) is None
     p = decode_precomputed(raw, config("audio_finetune", data["audio"], "data.audio.pad_short=true"), 0)
     assert p.audio.shape == (157, 20) and torch.equal(p.audio_mask, s.audio_mask) and not p.audio[62:].any()
 

@@ -154,14 +154,18 @@ def test_audio_chunks() -> None:
     variable = AudioSpec(length=12 * sr, least=sr, fixed=False)
     assert variable.chunks(13 * sr) == [(0, 12 * sr), (12 * sr, sr)]
     assert variable.chunks(sr // 2) == []
-    fixed = AudioSpec.for_config(config("audio_finetune", Path("unused")))  # 121 frames -> 157 latents
-    assert fixed.length == 157 * 512 == 80_384
+    fixed = AudioSpec.for_config(config("audio_finetune", Path("unused"), "data.audio.pad_short=false"))
+    assert fixed.length == 157 * 512 == 80_384  # 121 frames -> 157 latents
     assert fixed.chunks(int(11.5 * sr)) == [(0, 80_384), (80_384, 80_384)]
+    padded = AudioSpec.for_config(config("audio_finetune", Path("unused")))  # the shipped config pads short tails
+    assert padded.chunks(int(11.5 * sr)) == [(0, 80_384), (80_384, 80_384), (160_768, 23_232)]
+    assert padded.chunks(sr // 2) == []  # under min_seconds: still skipped
 
 
 def test_fixed_audio_is_the_geometry_length_padded_when_a_few_samples_short() -> None:
     # A 241-frame (10 s) clip has 160,667 samples; the 10 s model's 314 latents need 160,768.
-    spec = AudioSpec.for_config(config("audio_finetune", Path("unused"), "data.video.num_frames=241"))
+    spec = AudioSpec.for_config(config("audio_finetune", Path("unused"), "data.video.num_frames=241",
+                                       "data.audio.pad_short=false"))
     wave = torch.rand(160_667) * 2 - 1
     start, length = spec.window(wave.numel(), random.Random(0))
     clip = spec.take(wave, start, length)
