@@ -45,15 +45,19 @@ def encode_clip(
     clips = prepare_clip(key, files, cfg, rng=None)
     if not clips:
         return
-    text = enc.text.encode([clips[0].caption])[0].to(dtype).cpu()  # [L_text, 4096]
+    texts: dict[str, torch.Tensor] = {}  # caption -> [L_text, 4096]; windows of one clip differ in their speech
     for j, clip in enumerate(clips):
+        if clip.caption not in texts:
+            texts[clip.caption] = enc.text.encode([clip.caption])[0].to(dtype).cpu()
+        text = texts[clip.caption]
         audio = enc.audio.encode(clip.audio[None].to(device))[0].T.to(dtype).cpu()  # [L, 20]
         if clip.video is not None:
             video = enc.video.encode(clip.video[None].to(device))[0].to(dtype).cpu()  # [48, F, h, w]
-            yield latent_sample(key, LatentSample(text=text, audio=audio, video=video, meta=clip.meta))
+            meta = {**clip.meta, "caption": clip.caption}
+            yield latent_sample(key, LatentSample(text=text, audio=audio, video=video, meta=meta))
             continue
         span = {"chunk_start_s": clip.audio_start / SAMPLE_RATE, "chunk_s": clip.audio.numel() / SAMPLE_RATE}
-        meta = {**clip.meta, **span}
+        meta = {**clip.meta, **span, "caption": clip.caption}
         yield latent_sample(f"{key}_c{j:03d}", LatentSample(text=text, audio=audio, video=None, meta=meta))
 
 

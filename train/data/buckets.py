@@ -116,7 +116,7 @@ def caption_window(caption: str, start: float, end: float, spoken: Sequence[Spok
     With word/segment times the ``<S>…<E>`` text becomes the words said inside the window (the tags go when
     nothing is); without them the crop cannot know what it still contains, so the speech is dropped (returns
     True, for the caller to count and log). A crop never keeps a transcript it no longer contains."""
-    if not _SPEECH.search(caption):
+    if not has_speech(caption):
         return caption, False
     if spoken is None:
         return _tidy(_SPEECH.sub("", caption)), True
@@ -130,6 +130,17 @@ def caption_window(caption: str, start: float, end: float, spoken: Sequence[Spok
         return f"{SPEECH_OPEN}{inside}{SPEECH_CLOSE}"
 
     return _tidy(_SPEECH.sub(one, caption)), False
+
+
+def spoken_words(meta: dict) -> list[Spoken] | None:
+    """Word / segment times of a sample's json (``"spoken": [{"start": s, "end": s, "text": ...}, ...]``, seconds
+    from the clip's start, as an ASR pass writes them), or None when the sample has none."""
+    words = meta.get("spoken")
+    return None if words is None else [Spoken(float(w["start"]), float(w["end"]), str(w["text"])) for w in words]
+
+
+def has_speech(caption: str) -> bool:
+    return bool(_SPEECH.search(caption))
 
 
 def _tidy(text: str) -> str:

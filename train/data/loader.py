@@ -34,7 +34,7 @@ import torch
 from data_pipeline.shards import read_index
 from ovi.geometry import VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, ClipGeometry, audio_latents_for_samples
 from train.config import TrainConfig
-from train.data.buckets import Bucket, BucketBatcher, pad_audio
+from train.data.buckets import Bucket, BucketBatcher, has_speech, pad_audio
 from train.data.latents import unpack_latents
 from train.data.media import AudioSpec, prepare_clip
 from train.data.stream import RawSample, ShardStream
@@ -116,6 +116,18 @@ def _latent_bucket(video: torch.Tensor) -> Bucket:
     return Bucket(h * VAE_SPATIAL_FACTOR, w * VAE_SPATIAL_FACTOR, (frames - 1) * VAE_TEMPORAL_FACTOR + 1)
 
 
+_speech_crop_warned = False
+
+
+def _warn_speech_crop(key: str, have: int, want: int) -> None:
+    global _speech_crop_warned
+    if not _speech_crop_warned:
+        _speech_crop_warned = True
+        log.warning("skipping precomputed chunks with speech longer than this stage's window (%s: %d audio latents, "
+                       "window %d): their text cannot be cut in latent space; precompute with this stage's config so "
+                       "each chunk fits its window", key, have, want)
+
+
 def decode_precomputed(raw: RawSample, cfg: TrainConfig, rank: int) -> Optional[Sample]:
     """Latents from train.precompute; audio longer than the stage's window is cropped in latent space, a short
     fixed-length one padded (``pad_audio``) with its mask."""
@@ -132,6 +144,10 @@ def decode_precomputed(raw: RawSample, cfg: TrainConfig, rank: int) -> Optional[
     if cfg.has_video:
         audio = audio[:want]  # aligned with video frame 0
     elif audio.shape[0] > want:
+        if has_speech(lat.meta.get("caption", "")):
+            # Its text was encoded for the whole chunk: a crop would keep a transcript it may no longer contain.
+            _warn_speech_crop(raw.key, audio.shape[0], want)
+            return None
         start = _crop_rng(cfg.seed, rank, raw.index).randrange(audio.shape[0] - want + 1)
         audio = audio[start : start + want]
     if spec.fixed and audio.shape[0] < want:  # a short clip kept by data.audio.pad_short

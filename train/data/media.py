@@ -3,7 +3,8 @@ trainer's raw-data loader use to turn a shard sample's members (mp4, wav, json) 
 
     mp4 --first num_frames--> uint8 [T, h, w, 3] --ovi.imaging.frames_to_pixels--> [3, T, H, W] in [-1, 1]
     wav --16 kHz mono--> [N] --AudioSpec window (fixed: exactly the clip geometry's audio_samples)--> [n]
-    json --> caption
+    json --> caption (a window that does not cover the whole clip keeps only the speech said inside it:
+             buckets.caption_window, with the sample's word times when it has them, else without its <S>...<E>)
 
 Fixed-length audio (fine-tuning, fusion) is exactly ``ClipGeometry.audio_samples`` long, the waveform that
 encodes to the geometry's audio latents (121 frames -> 157 latents = 80,384 samples; 241 -> 314 = 160,768,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import random
 from dataclasses import dataclass
 from typing import Optional
@@ -25,7 +27,9 @@ from ovi.geometry import AUDIO_SAMPLES_PER_LATENT, SAMPLE_RATE, ClipGeometry
 from ovi.imaging import frames_to_pixels
 from ovi.media import read_video
 from train.config import TrainConfig
-from train.data.buckets import Bucket, bucket_for
+from train.data.buckets import Bucket, bucket_for, caption_window, spoken_words
+
+logger = logging.getLogger(__name__)
 
 
 def decode_json(data: bytes) -> dict:
@@ -130,6 +134,27 @@ class ClipInput:
     bucket: Optional[Bucket] = None  # with data.buckets: the clip's (height, width, num_frames); video is that size
 
 
+_dropped_speech_logged = False
+# A window short of the clip's end by less than this still holds the whole clip: the clip geometry itself drops
+# the tail past its last audio latent (121 frames: 80,667 samples of sound, an 80,384-sample window).
+WHOLE_CLIP_SLACK = SAMPLE_RATE // 20  # 50 ms
+
+
+def window_caption(meta: dict, start: int, length: int, total: int) -> str:
+    """The caption for audio samples [start, start + length) of a clip of ``total`` samples: the whole clip keeps
+    its caption; a crop keeps only the words said inside it (``caption_window``), or none without word times."""
+    global _dropped_speech_logged
+    if start == 0 and length >= total - WHOLE_CLIP_SLACK:
+        return meta["caption"]
+    caption, dropped = caption_window(meta["caption"], start / SAMPLE_RATE, (start + length) / SAMPLE_RATE,
+                                      spoken_words(meta))
+    if dropped and not _dropped_speech_logged:
+        _dropped_speech_logged = True
+        logger.info("a crop of a clip with speech dropped its <S>...<E> transcript (the sample has no word times); "
+                    "add \"spoken\": [{start, end, text}, ...] to the samples' json to keep the words inside each crop")
+    return caption
+
+
 def prepare_clip(
     key: str, files: dict[str, bytes], cfg: TrainConfig, rng: Optional[random.Random]
 ) -> list[ClipInput]:
@@ -147,7 +172,8 @@ def prepare_clip(
     spec = AudioSpec.for_config(cfg)
     if not cfg.has_video:
         windows = spec.chunks(wave.numel()) if rng is None else [w for w in [spec.window(wave.numel(), rng)] if w]
-        return [ClipInput(meta["caption"], spec.take(wave, s, n), None, s, meta) for s, n in windows]
+        total = wave.numel()
+        return [ClipInput(window_caption(meta, s, n, total), spec.take(wave, s, n), None, s, meta) for s, n in windows]
     if "mp4" not in files:
         raise ValueError(f"fusion needs audio-video shards; sample {key} has members {sorted(files)}, no .mp4")
     if not cfg.data.buckets.area:
@@ -165,7 +191,8 @@ def _fixed_size_clip(mp4: bytes, wave: torch.Tensor, meta: dict, cfg: TrainConfi
     except ValueError:
         return []  # shorter than num_frames
     pixels = frames_to_pixels(frames, v.height, v.width)
-    return [ClipInput(meta["caption"], spec.take(wave, 0, spec.span(wave.numel())), pixels, 0, meta)]
+    span = spec.span(wave.numel())
+    return [ClipInput(window_caption(meta, 0, span, wave.numel()), spec.take(wave, 0, span), pixels, 0, meta)]
 
 
 def _bucketed_clip(mp4: bytes, wave: torch.Tensor, meta: dict, cfg: TrainConfig) -> list[ClipInput]:
@@ -184,4 +211,5 @@ def _bucketed_clip(mp4: bytes, wave: torch.Tensor, meta: dict, cfg: TrainConfig)
     if wave.numel() < spec.keep:
         return []
     pixels = frames_to_pixels(frames[: bucket.num_frames], bucket.height, bucket.width)
-    return [ClipInput(meta["caption"], spec.take(wave, 0, spec.span(wave.numel())), pixels, 0, meta, bucket)]
+    span = spec.span(wave.numel())
+    return [ClipInput(window_caption(meta, 0, span, wave.numel()), spec.take(wave, 0, span), pixels, 0, meta, bucket)]
