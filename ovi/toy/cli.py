@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,20 +28,17 @@ from ovi.toy.draw import COLOURS, HELD_OUT
 from ovi.toy.world import EVENT_KINDS, KINDS, clip_plan, is_complete, make_clip, write_clip
 
 
-def _kinds(text: str) -> list[str]:
-    kinds = [k.strip() for k in text.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown or not kinds:
-        raise argparse.ArgumentTypeError(f"unknown kinds {unknown}; choose from {','.join(KINDS)}")
-    return kinds
+def _comma_list(what: str, allowed: Iterable[str]) -> Callable[[str], list[str]]:
+    """argparse type: a comma list of names from ``allowed``."""
+    allowed = list(allowed)
 
-
-def _colours(text: str) -> list[str]:
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = [c for c in names if c not in COLOURS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown colours {unknown}; choose from {','.join(COLOURS)}")
-    return names
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; choose from {','.join(allowed)}")
+        return names
+    return parse
 
 
 def make(out: Path, num: int, seed: int, size: int, kinds: list[str], palette: list[str] | None = None
@@ -100,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=SIZES[0], choices=SIZES)
-    p.add_argument("--kinds", type=_kinds, default=list(KINDS), help=f"comma list of {','.join(KINDS)}")
-    p.add_argument("--colours", type=_colours, help="object colours of bounce/flash scenes (default: the palette; "
-                   f"'{','.join(HELD_OUT)}' is held out of the default world for fine-tuning)")
+    p.add_argument("--kinds", type=_comma_list("kinds", KINDS), default=list(KINDS),
+                   help=f"comma list of {','.join(KINDS)}")
+    p.add_argument("--colours", type=_comma_list("colours", COLOURS),
+                   help="object colours of bounce/flash scenes (default: the palette; "
+                        f"'{','.join(HELD_OUT)}' is held out of the default world for fine-tuning)")
     p = sub.add_parser("score", help="sync and adherence metrics of a folder of mp4s")
     p.add_argument("folder", type=Path)
     p.add_argument("--shuffle-audio", action="store_true", help="pair each video with another clip's audio")
