@@ -5,8 +5,6 @@ per frame), then blends a colour in; no per-pixel Python loops. Canvases are flo
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 # Object colours: saturated, far apart in RGB, so the metric can name them back from compressed pixels.
@@ -89,10 +87,10 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
-def colour_name(rgb: np.ndarray, names: Sequence[str] = tuple(PALETTE)) -> str:
-    """The colour of ``names`` nearest to ``rgb`` after normalising brightness (a dim red is still red)."""
-    names = list(names)
-    ref = np.asarray([COLOURS[n] for n in names], np.float32)
+def colour_name(rgb: np.ndarray) -> str:
+    """The palette colour nearest to ``rgb`` after normalising brightness (a dim red is still red)."""
+    names = list(PALETTE)
+    ref = np.asarray([PALETTE[n] for n in names], np.float32)
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     v = np.asarray(rgb, np.float32)
     v = v / max(float(np.linalg.norm(v)), 1e-6)

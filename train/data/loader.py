@@ -124,8 +124,8 @@ def _warn_speech_crop(key: str, have: int, want: int) -> None:
     if not _speech_crop_warned:
         _speech_crop_warned = True
         log.warning("skipping precomputed chunks with speech longer than this stage's window (%s: %d audio latents, "
-                       "window %d): their text cannot be cut in latent space; precompute with this stage's config so "
-                       "each chunk fits its window", key, have, want)
+                    "window %d): their text cannot be cut in latent space; precompute with this stage's config so "
+                    "each chunk fits its window", key, have, want)
 
 
 def decode_precomputed(raw: RawSample, cfg: TrainConfig, rank: int) -> Optional[Sample]:
