@@ -1,0 +1,79 @@
+"""train.reliance: a tower's loss with its own clip's partner stream against another clip's. Zero for an
+unfused model by construction, non-zero once the cross-modal layers carry anything; the CLI reads a latent
+dataset in the precompute format."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from data_pipeline.shards import index_entry, write_index, write_shard
+from ovi.config import load_fusion_config
+from ovi.models.fusion import FusionModel
+from train.data.latents import LatentSample, latent_sample
+from train.reliance import main, read_latents, reliance
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs/model/tiny.yaml"
+
+
+def samples(n: int = 3, video: bool = True) -> list[LatentSample]:
+    g = torch.Generator().manual_seed(0)
+    return [LatentSample(text=torch.randn(5, 4096, generator=g), audio=torch.randn(20, 20, generator=g),
+                         video=torch.randn(48, 3, 4, 4, generator=g) if video else None, meta={"caption": f"clip {i}"})
+            for i in range(n)]
+
+
+def model(fused: bool) -> FusionModel:
+    torch.manual_seed(0)
+    m = FusionModel(load_fusion_config(TINY)).eval()
+    for tower in (m.video_model, m.audio_model):
+        torch.nn.init.normal_(tower.head.head.weight, std=0.02)  # a fresh model's heads are zero
+        for name, p in tower.named_parameters():
+            if "v_fusion" in name:
+                torch.nn.init.normal_(p, std=0.2) if fused else torch.nn.init.zeros_(p)
+    return m
+
+
+def test_unfused_towers_do_not_rely_on_each_other_and_fused_ones_do():
+    data = samples()
+    for row in reliance(model(fused=False), data, (0.3, 0.7)):
+        assert row["audio_reliance"] == 0.0 and row["video_reliance"] == 0.0
+        assert row["audio_matched"] > 0 and row["video_matched"] > 0
+    rows = reliance(model(fused=True), data, (0.3, 0.7))
+    assert all(abs(r["audio_reliance"]) > 1e-6 and abs(r["video_reliance"]) > 1e-6 for r in rows)
+    assert rows == reliance(model(fused=True), data, (0.3, 0.7))  # the same noise every call
+
+
+def write_latents(folder: Path, items: list[LatentSample]) -> Path:
+    shard = folder / "shards" / "latents-000000.tar"
+    shard.parent.mkdir(parents=True)
+    write_shard(shard, [latent_sample(f"clip_{i}", s) for i, s in enumerate(items)])
+    write_index(shard.parent, [index_entry(shard)], "latents")
+    return folder
+
+
+def test_cli_reads_a_latent_dataset_and_writes_the_rows(tmp_path, capsys):
+    latents = write_latents(tmp_path / "lat", samples(4))
+    assert [s.meta["caption"] for s in read_latents(latents, 3)] == ["clip 0", "clip 1", "clip 2"]
+    weights = tmp_path / "fusion.safetensors"
+    save_file(model(fused=True).state_dict(), weights)
+    out = tmp_path / "rows.json"
+    assert main(["--model", str(TINY), "--weights", str(weights), "--latents", str(latents), "--clips", "3",
+                 "--sigmas", "0.5", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["sigma"] for r in rows] == [0.5] and "audio reliance" in capsys.readouterr().out
+    assert rows[0]["audio_shuffled"] != rows[0]["audio_matched"]
+
+
+def test_audio_only_latents_and_bad_arguments_are_refused(tmp_path):
+    latents = write_latents(tmp_path / "audio", samples(2, video=False))
+    with pytest.raises(ValueError, match="audio-only latents"):
+        read_latents(latents, 2)
+    with pytest.raises(SystemExit):
+        main(["--model", str(TINY), "--weights", str(tmp_path / "none.safetensors"), "--latents", str(latents)])
+    with pytest.raises(SystemExit):
+        main(["--model", str(TINY), "--weights", "x", "--latents", str(latents), "--sigmas", "0"])
