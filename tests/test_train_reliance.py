@@ -77,3 +77,7 @@ def test_audio_only_latents_and_bad_arguments_are_refused(tmp_path):
         main(["--model", str(TINY), "--weights", str(tmp_path / "none.safetensors"), "--latents", str(latents)])
     with pytest.raises(SystemExit):
         main(["--model", str(TINY), "--weights", "x", "--latents", str(latents), "--sigmas", "0"])
+    bare = tmp_path / "bare.safetensors"
+    save_file(model(fused=False).state_dict(), bare)
+    with pytest.raises(SystemExit):  # no --model and no recorded model config
+        main(["--weights", str(bare), "--latents", str(latents)])

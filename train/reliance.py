@@ -1,7 +1,7 @@
 """Cross-modal reliance: how much each tower's loss depends on the other stream being its own clip's.
 
-    python -m train.reliance --model configs/model/toy.yaml --weights checkpoints/toy/fusion.safetensors \
-        --latents runs/toy/latents/fusion [--clips 24] [--sigmas 0.2 0.4 0.6 0.8] [--json out.json]
+    python -m train.reliance --weights checkpoints/toy/fusion.safetensors --latents runs/toy/latents/fusion \
+        [--model configs/model/toy.yaml] [--clips 24] [--sigmas 0.2 0.4 0.6 0.8] [--json out.json]
 
 On precomputed fusion latents, at each noise level sigma (both streams at sigma, as stage 2 trains, the same noise
 for every variant): each tower's velocity MSE with its clip's own partner stream (``matched``), and with the
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from data_pipeline.shards import iter_tar_samples, read_index
-from ovi.checkpoints import load_fusion_checkpoint
+from ovi.checkpoints import TrainingMetadata, load_fusion_checkpoint
 from ovi.config import load_fusion_config
 from ovi.flow import FLOW
 from ovi.models.fusion import FusionModel
@@ -87,7 +87,7 @@ def reliance(model: FusionModel, samples: list[LatentSample], sigmas: tuple[floa
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.reliance", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model YAML (configs/model/*.yaml)")
+    p.add_argument("--model", help="model YAML (configs/model/*.yaml); default: the one a stage-2 export records")
     p.add_argument("--weights", required=True, help="fusion .safetensors (a release file or a stage-2 export)")
     p.add_argument("--latents", required=True, help="precomputed fusion latents (train.precompute --out)")
     p.add_argument("--clips", type=int, default=24)
@@ -97,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     if any(not 0 < s <= 1 for s in a.sigmas):
         p.error(f"--sigmas must lie in (0, 1], got {a.sigmas}")
     for path in (a.model, a.weights):
-        if not Path(path).exists():
+        if path and not Path(path).exists():
             p.error(f"{path} does not exist")
+    cfg = load_fusion_config(a.model) if a.model else TrainingMetadata.read(a.weights).fusion_config()
+    if cfg is None:
+        p.error(f"{a.weights} records no model config (not a stage-2 export): pass --model configs/model/....yaml")
     samples = read_latents(a.latents, a.clips)
-    model = load_fusion_checkpoint(a.weights, load_fusion_config(a.model), dtype=torch.float32)
+    model = load_fusion_checkpoint(a.weights, cfg, dtype=torch.float32)
     rows = reliance(model, samples, tuple(a.sigmas))
     print(f"{len(samples)} clips; reliance = shuffled / matched - 1 (0: the other stream is not used)")
     print("| sigma | audio matched | audio shuffled | audio reliance | video matched | video shuffled | video reliance |")
