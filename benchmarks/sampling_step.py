@@ -7,7 +7,8 @@
               recomputing the text MLP over text_len tokens, every block's text K/V and the float64 RoPE
               tables: what the reference computes;
    optimized  ovi.denoise defaults: both branches in one batched forward, text K/V and RoPE once per
-              generation, shared latents embedded once (exact: final latents' rel_l2 printed);
+              generation, shared latents embedded once, block 0's text-free work once for both rows
+              (exact: final latents' rel_l2 printed);
    unbatched  the low-memory switch (SpeedConfig(batch_cfg=False)): one branch at a time, caches kept;
    compiled   optimized on a copy of the model whose blocks are torch.compile'd (ovi-generate compile=true;
               compiled in the warm-up, not timed; --no-compile skips it).

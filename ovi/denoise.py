@@ -10,7 +10,7 @@ towers) and the negative branch (each tower's own negative prompt, fusion block 
 as ``neg + scale * (pos - neg)`` per modality in the latents' dtype. The text MLP outputs, every block's text
 keys/values and the rotary tables do not change between steps, so they are computed once per generation.
 By default both branches run as one batched forward (rows: positive, negative; the SLG block is skipped for
-the negative row only, and the shared latents are patch-embedded once); ``SpeedConfig(batch_cfg=False)`` runs
+the negative row only; the shared latents are patch-embedded once and block 0's text-free work runs once); ``SpeedConfig(batch_cfg=False)`` runs
 them one after the other, for half the activation memory.
 """
 from __future__ import annotations
@@ -138,7 +138,8 @@ class GuidedVelocity:
             t = t.expand(rows)
             video = Stream([x_v] * rows, self._video_t(x_v, t), self.both_v, rope=self.tables["video"])
             audio = Stream([x_a] * rows, t, self.both_a, rope=self.tables["audio"])
-            out_v, out_a = self.model(video, audio, slg_layer=slg, slg_rows=[1], cache=self.caches.get("both"))
+            out_v, out_a = self.model(video, audio, slg_layer=slg, slg_rows=[1], cache=self.caches.get("both"),
+                                      rows_share_input=True)
             (pos_v, neg_v), (pos_a, neg_a) = out_v, out_a
         else:
             video = Stream([x_v], self._video_t(x_v, t), self.pos_v, rope=self.tables["video"])

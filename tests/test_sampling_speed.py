@@ -87,6 +87,26 @@ def test_slg_rows_skip_the_block_for_those_samples_only(model: FusionModel) -> N
     assert rel_l2(both[1][0], pos[1][0]) < 2e-6 and rel_l2(both[1][1], neg[1][0]) < 2e-6
 
 
+def test_rows_sharing_their_input_run_the_first_blocks_text_free_work_once(model: FusionModel) -> None:
+    x_v, x_a, text = _inputs()
+    t = torch.tensor([700, 700])
+    ctx_v, ctx_a = [text.positive, text.video_negative], [text.positive, text.audio_negative]
+    rows_seen: list[int] = []
+    hook = model.video_model.blocks[0].self_attn.register_forward_hook(lambda m, i, o: rows_seen.append(o.shape[0]))
+    try:
+        with torch.no_grad():
+            shared = model(Stream([x_v] * 2, t, ctx_v), Stream([x_a] * 2, t, ctx_a), rows_share_input=True)
+            plain = model(Stream([x_v] * 2, t, ctx_v), Stream([x_a] * 2, t, ctx_a))
+    finally:
+        hook.remove()
+    assert rows_seen == [1, 2]  # block 0's self-attention ran on one row, then on both without the switch
+    for got, want in zip(shared[0] + shared[1], plain[0] + plain[1]):
+        assert rel_l2(got, want) < 1e-6
+    assert rel_l2(shared[0][0], shared[0][1]) > 1e-3  # the rows still differ through their text
+    with pytest.raises(ValueError, match="rows_share_input"):
+        model(Stream([x_v, x_v.clone()], t, ctx_v), Stream([x_a] * 2, t, ctx_a), rows_share_input=True)
+
+
 def test_key_masks_only_when_a_sample_is_padded(model: FusionModel) -> None:
     """Lengths are known on the host: an unpadded batch carries no mask (no device read, maskless kernels)."""
     x_v, x_a, text = _inputs()

@@ -79,7 +79,13 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+    """``x * (1 + scale) + shift`` in one fused kernel (shift/scale broadcast over tokens)."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x + gate * y`` in one fused kernel."""
+    return torch.addcmul(x, gate, y)
 
 
 class FeedForward(nn.Sequential):

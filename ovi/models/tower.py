@@ -32,6 +32,7 @@ from ovi.models.layers import (
     Modulation,
     RMSNorm,
     audio_patch_embedding,
+    gated_residual,
     modulate,
     sinusoidal_embedding,
 )
@@ -137,12 +138,17 @@ class CrossAttention(SelfAttention):
         text_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         text_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``text_kv``/``text_bias``: this block's prepared (compacted) text keys/values and their score bias."""
-        q = self.heads(self.norm_q(self.q(x)))
+        """``text_kv``/``text_bias``: this block's prepared (compacted) text keys/values and their score bias.
+
+        ``x`` may have one row where the text has B (rows that differ only in their prompt): the queries and the
+        cross-modal attention then run once and broadcast, and the result has B rows.
+        """
+        q = self.heads(self.norm_q(self.q(x)))  # [1|B, L, H, D]
+        q_text = q.expand(context.shape[0], -1, -1, -1)  # a view; no copy when q has B rows already
         if text_kv is None:
-            out = attention(q, *self.text_kv(context), backend=backend)
+            out = attention(q_text, *self.text_kv(context), backend=backend)
         else:
-            out = biased_attention(q, *text_kv, text_bias)
+            out = biased_attention(q_text, *text_kv, text_bias)
         if target is not None:
             t = self.pre_attn_norm_fusion(target.x)
             k_t = apply_rotary(self.heads(self.norm_k_fusion(self.k_fusion(t))), target.rope)
@@ -164,7 +170,8 @@ class TowerBlock(nn.Module):
 
     def self_attention(self, tok: TowerTokens, x: torch.Tensor, backend: str) -> torch.Tensor:
         shift, scale, gate = self.modulation(tok.e0)[:3]
-        return x + gate * self.self_attn(modulate(self.norm1(x), shift, scale), tok.seq_lens, tok.rope, backend)
+        y = self.self_attn(modulate(self.norm1(x), shift, scale), tok.seq_lens, tok.rope, backend)
+        return gated_residual(x, gate, y)
 
     def cross_attention_ffn(
         self,
@@ -176,7 +183,7 @@ class TowerBlock(nn.Module):
     ) -> torch.Tensor:
         shift, scale, gate = self.modulation(tok.e0)[3:]
         x = x + self.cross_attn(self.norm3(x), tok.context, tok.rope, target, backend, text_kv, tok.text_bias)
-        return x + gate * self.ffn(modulate(self.norm2(x), shift, scale))
+        return gated_residual(x, gate, self.ffn(modulate(self.norm2(x), shift, scale)))
 
     def forward(
         self, tok: TowerTokens, x: torch.Tensor, backend: str, text_kv: tuple[torch.Tensor, torch.Tensor] | None = None
