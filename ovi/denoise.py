@@ -10,8 +10,8 @@ towers) and the negative branch (each tower's own negative prompt, fusion block 
 as ``neg + scale * (pos - neg)`` per modality in the latents' dtype. The text MLP outputs, every block's text
 keys/values and the rotary tables do not change between steps, so they are computed once per generation.
 By default both branches run as one batched forward (rows: positive, negative; the SLG block is skipped for
-the negative row only; the shared latents are patch-embedded once and block 0's text-free work runs once); ``SpeedConfig(batch_cfg=False)`` runs
-them one after the other, for half the activation memory.
+the negative row only; the shared latents are patch-embedded once and block 0's text-free work runs once);
+``SpeedConfig(batch_cfg=False)`` runs them one after the other, for half the activation memory.
 """
 from __future__ import annotations
 
