@@ -75,6 +75,23 @@ def test_fusion_shares_sigma_and_draws_independent_noise() -> None:
     assert len(set(nb.sigma.tolist())) == 3  # per sample, not per batch
 
 
+def test_independent_prob_gives_that_share_of_samples_their_own_audio_sigma() -> None:
+    video = [torch.randn(48, 2, 2, 2) for _ in range(200)]
+    audio = [torch.randn(16, 20) for _ in range(200)]
+    text = [torch.ones(2, 4096)] * 200
+    shared = objective().prepare(video, audio, text, torch.float32)
+    assert shared.audio_sigma is None and shared.audio_t is shared.t  # the paper's shared level, RNG untouched
+    nb = objective(sigma=SigmaConfig(independent_prob=0.5)).prepare(video, audio, text, torch.float32)
+    own = nb.audio_sigma != nb.sigma
+    assert 0.35 < float(own.float().mean()) < 0.65
+    torch.testing.assert_close(nb.audio_t, FLOW.timestep(nb.audio_sigma))
+    for i in (int(own.nonzero()[0]), int((~own).nonzero()[0])):  # x_sigma = x + sigma * (eps - x), per modality
+        torch.testing.assert_close(nb.audio_in[i], audio[i] + float(nb.audio_sigma[i]) * nb.audio_target[i])
+        torch.testing.assert_close(nb.video_in[i], video[i] + float(nb.sigma[i]) * nb.video_target[i])
+    audio_only = objective(sigma=SigmaConfig(independent_prob=1.0)).prepare(None, audio, text, torch.float32)
+    assert audio_only.audio_sigma is None  # one modality: nothing to decouple
+
+
 @pytest.mark.parametrize("p", [0.0, 1.0])
 def test_text_dropout_extremes(p: float) -> None:
     obj = objective(text_dropout_video=p, text_dropout_audio=p)

@@ -10,7 +10,7 @@ from ovi.checkpoints import TrainingMetadata, save_fusion_checkpoint
 from ovi.config import load_fusion_config
 from ovi.models.fusion import FusionModel
 from ovi.models.tower import Tower
-from train.config import ObjectiveConfig, load_train_config
+from train.config import ObjectiveConfig, SigmaConfig, load_train_config
 from train.objective import FlowMatchingObjective
 from train.strategies import AudioStage, FusionStage, strategy_for, stream_mse
 
@@ -86,3 +86,15 @@ def test_checkpoint_metadata_rebuilds_the_model_and_names_the_clip(fusion: Fusio
     assert TrainingMetadata.read(path) == meta  # survives the file's header as strings
     audio_meta = AudioStage(_cfg("audio_pretrain"), Tower(load_fusion_config(TINY).audio)).checkpoint_metadata()
     assert audio_meta.num_frames is None and audio_meta.stage == "audio_pretrain"
+
+
+def test_an_independently_drawn_audio_sigma_reaches_the_audio_stream_only(fusion: FusionModel) -> None:
+    strategy = FusionStage(_cfg("fusion", "objective.sigma.independent_prob=1.0"), fusion)
+    nb = _objective(sigma=SigmaConfig(independent_prob=1.0)).prepare(
+        [torch.randn(48, 3, 4, 4)] * 4, [torch.randn(6, 20)] * 4, [torch.ones(2, 4096)] * 4, torch.float32)
+    streams = strategy.streams(nb)
+    assert (nb.audio_sigma != nb.sigma).all()
+    torch.testing.assert_close(streams["audio"].t, 1000 * nb.audio_sigma)
+    torch.testing.assert_close(streams["video"].t, 1000 * nb.sigma)
+    with pytest.raises(ValueError, match="objective.sigma.independent_prob"):
+        _cfg("fusion", "objective.sigma.independent_prob=1.5")

@@ -40,6 +40,11 @@ class SigmaConfig:
     shift: float = 1.0  # sigma' = shift*s / (1 + (shift-1)*s), applied after sampling; 1 = no shift
     logit_mean: float = 0.0  # logit_normal only
     logit_std: float = 1.0
+    # Fusion stage: with this probability a sample draws the audio's noise level independently of the video's
+    # (0: the paper's one shared level). Under a shared level the partner is never cleaner than the tower's own
+    # input, so a tower gains nothing by reading it (the toy world's audio tower learnt to ignore the video);
+    # independent levels give it samples where the partner is the only clear source of event times.
+    independent_prob: float = 0.0
 
 
 @dataclass
@@ -291,6 +296,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _one_of("engine.grad_reduce_dtype", cfg.engine.grad_reduce_dtype, ("bf16", "fp32"))
     for name in ("text_dropout_video", "text_dropout_audio", "first_frame_clean_prob"):
         _probability(f"objective.{name}", getattr(cfg.objective, name))
+    _probability("objective.sigma.independent_prob", cfg.objective.sigma.independent_prob)
     if cfg.stage == "fusion" and None in (cfg.objective.loss_weight_video, cfg.objective.loss_weight_audio):
         raise ValueError("fusion needs objective.loss_weight_video and loss_weight_audio (paper: 0.85 / 0.15)")
     if cfg.objective.sigma.shift <= 0:

@@ -3,7 +3,8 @@
 For data x and noise eps at noise level sigma in (0, 1): x_sigma = FLOW.noise(x, eps, sigma), target
 FLOW.velocity(x, eps) = eps - x, model timestep FLOW.timestep(sigma) = 1000 * sigma. The samplers recover
 x0 = FLOW.to_data(x_sigma, v, sigma), so a model trained on this target samples correctly.
-In the fusion stage both modalities share one sigma per sample and get independent noise.
+In the fusion stage both modalities share one sigma per sample and get independent noise; with
+``sigma.independent_prob`` > 0 that share of the samples draws the audio's sigma on its own.
 """
 from __future__ import annotations
 
@@ -56,6 +57,12 @@ class NoisedBatch:
     video_clean_frames: int = 0  # leading latent frames kept clean (image-to-video: 1); t = 0 there, no loss
     audio_clean_latents: int = 0  # leading audio latents kept clean (a2v: all, audio extension: a prefix)
     audio_mask: Optional[torch.Tensor] = None  # [B, L] bool, True on real latents of padded short clips; None: all
+    audio_sigma: Optional[torch.Tensor] = None  # [B] the audio's own sigma where drawn independently; None: sigma
+
+    @property
+    def audio_t(self) -> torch.Tensor:
+        """[B] the audio stream's timesteps: its own when drawn independently, else the shared ``t``."""
+        return self.t if self.audio_sigma is None else FLOW.timestep(self.audio_sigma).to(self.t.device)
 
 
 class FlowMatchingObjective:
@@ -89,6 +96,7 @@ class FlowMatchingObjective:
         ``audio_mask``: [B, L] real audio latents (padding gets no loss), passed through."""
         b = len(text)
         sigma = sample_sigma(self.cfg.sigma, b, self.generator)
+        audio_sigma = self._audio_sigma(sigma) if video is not None and audio is not None else None
         clean_v, clean_a = self.clean_units(video, audio)
         video_in = video_target = audio_in = audio_target = None
         if video is not None:
@@ -99,7 +107,7 @@ class FlowMatchingObjective:
             video_in = [xs.to(dtype) for xs, _ in pairs]
             video_target = [v for _, v in pairs]
         if audio is not None:
-            pairs = [add_noise(x, float(s), self.generator) for x, s in zip(audio, sigma)]
+            pairs = [add_noise(x, float(s), self.generator) for x, s in zip(audio, sigma if audio_sigma is None else audio_sigma)]
             for (xs, _), x in zip(pairs, audio):
                 xs[:clean_a] = x[:clean_a].float()
             audio_in = [xs.to(dtype) for xs, _ in pairs]
@@ -118,7 +126,18 @@ class FlowMatchingObjective:
             video_clean_frames=clean_v,
             audio_clean_latents=clean_a,
             audio_mask=None if audio_mask is None else audio_mask.to(device),
+            audio_sigma=audio_sigma,
         )
+
+    def _audio_sigma(self, sigma: torch.Tensor) -> torch.Tensor | None:
+        """The audio's sigma [B] with ``independent_prob`` of the samples redrawn, or None (shared). Nothing is drawn
+        at probability 0, so runs without it keep their random stream (and resume bit-exact)."""
+        p = self.cfg.sigma.independent_prob
+        if p <= 0:
+            return None
+        own = sample_sigma(self.cfg.sigma, sigma.shape[0], self.generator)
+        redraw = torch.rand(sigma.shape[0], generator=self.generator) < p
+        return torch.where(redraw, own, sigma)
 
     def clean_units(self, video: Optional[list[torch.Tensor]], audio: Optional[list[torch.Tensor]]) -> tuple[int, int]:
         """(leading video latent frames, leading audio latents) given clean by ``cfg.mode``; a whole modality is

@@ -73,10 +73,11 @@ class Strategy:
         out = {}
         for m in self.modalities:
             latents, context, clean = inputs[m]
-            tower, t, mask = towers[m], nb.t, None
+            tower, mask = towers[m], None
+            t = nb.audio_t if m == "audio" else nb.t
             if clean:
                 counts = [tower.num_tokens(x) for x in latents]
-                t = clean_prefix_timesteps(nb.t, counts, [tower.tokens_per_unit(x) for x in latents], clean)
+                t = clean_prefix_timesteps(t, counts, [tower.tokens_per_unit(x) for x in latents], clean)
                 mask = token_loss_mask(t, counts)
             if m == "audio" and nb.audio_mask is not None:  # padded short clips: one token per audio latent
                 mask = nb.audio_mask if mask is None else mask & nb.audio_mask[:, : mask.shape[1]]
