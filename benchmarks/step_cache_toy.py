@@ -24,12 +24,8 @@ sys.path.insert(0, str(REPO))
 from ovi.media import read_audio, read_video  # noqa: E402
 from ovi.toy.cli import make  # noqa: E402
 from ovi.toy.clip import SAMPLE_RATE  # noqa: E402
+from ovi.toy.codecs import psnr  # noqa: E402
 from ovi.toy.evaluate import generate_folder, score_folder  # noqa: E402
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def main() -> None:
@@ -57,7 +53,7 @@ def main() -> None:
         folder = a.out / f"cache_{th:g}"
         db, rel = [], []
         for clip in sorted(folder.glob("*.mp4")):
-            db.append(psnr(read_video(clip)[0], read_video(base / clip.name)[0]))
+            db.append(psnr(read_video(clip)[0], read_video(base / clip.name)[0], peak=255.0))
             x, y = read_audio(clip, SAMPLE_RATE), read_audio(base / clip.name, SAMPLE_RATE)
             rel.append(float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-12)))
         s = score_folder(folder)

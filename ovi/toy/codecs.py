@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ovi.codecs.audio_codec import AudioCodec
 from ovi.codecs.mel import MelFrontEnd
@@ -38,6 +37,12 @@ MODEL_CONFIG = "configs/model/toy.yaml"  # the toy model; its text_dim is the to
 VIDEO_CODEC_FILE = "video_codec.json"
 AUDIO_CODEC_FILE = "audio_codec.json"
 STATS_CLIPS = 64  # clips the latent statistics are measured on
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    """Peak signal-to-noise ratio of ``b`` against ``a`` in dB (values up to ``peak``; 100 dB when equal)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return 10 * math.log10(peak**2 / max(mse, 1e-10 * peak**2))
 
 
 def load_world(folder: Path, limit: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -88,14 +93,13 @@ def evaluate(folder: Path, clips: Path, limit: int = 16) -> dict:
     frames, audio = load_world(clips, limit)
     vae = PixelVideoCodec.from_file(folder / VIDEO_CODEC_FILE)
     codec = AudioCodec(MelPoolCodec.from_file(folder / AUDIO_CODEC_FILE), GriffinLimVocoder()).eval()
-    psnr, mel_codec, mel_wave, hits, hits_frame, offsets, events, kinds = [], [], [], [], [], [], [], []
+    psnrs, mel_codec, mel_wave, hits, hits_frame, offsets, events, kinds = [], [], [], [], [], [], [], []
     audio_events = []
     for path, f, a in zip(videos, frames, audio):
         x = _to_pixels(f)[None]  # [1, 3, T, H, W]
         y = vae.decode(vae.encode(x))
         n = min(x.shape[2], y.shape[2])
-        mse = F.mse_loss((y[:, :, :n] + 1) / 2, (x[:, :, :n] + 1) / 2).item()
-        psnr.append(10 * math.log10(1.0 / max(mse, 1e-10)))
+        psnrs.append(psnr(((y[:, :, :n] + 1) / 2).numpy(), ((x[:, :, :n] + 1) / 2).numpy(), peak=1.0))
         mel = codec.mel(a[None])  # [1, 80, T]
         mel_back = codec.vae.decode(codec.vae.encode(mel))
         t = min(mel.shape[-1], mel_back.shape[-1])
@@ -118,7 +122,7 @@ def evaluate(folder: Path, clips: Path, limit: int = 16) -> dict:
         if "visual_recall" in judged:
             events.append(judged["visual_recall"])
             audio_events.append(judged["audio_recall"])
-    return {"clips": len(frames), "video_psnr_db": float(np.mean(psnr)),
+    return {"clips": len(frames), "video_psnr_db": float(np.mean(psnrs)),
             "visual_events_kept": float(np.mean(events)) if events else math.nan, "kind_kept": float(np.mean(kinds)),
             "audio_events_kept": float(np.mean(audio_events)) if audio_events else math.nan,
             "mel_l1_audio_codec": float(np.mean(mel_codec)), "mel_l1_through_vocoder": float(np.mean(mel_wave)),

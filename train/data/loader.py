@@ -27,6 +27,7 @@ import random
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -116,16 +117,15 @@ def _latent_bucket(video: torch.Tensor) -> Bucket:
     return Bucket(h * VAE_SPATIAL_FACTOR, w * VAE_SPATIAL_FACTOR, (frames - 1) * VAE_TEMPORAL_FACTOR + 1)
 
 
-_speech_crop_warned = False
-
-
 def _warn_speech_crop(key: str, have: int, want: int) -> None:
-    global _speech_crop_warned
-    if not _speech_crop_warned:
-        _speech_crop_warned = True
-        log.warning("skipping precomputed chunks with speech longer than this stage's window (%s: %d audio latents, "
-                    "window %d): their text cannot be cut in latent space; precompute with this stage's config so "
-                    "each chunk fits its window", key, have, want)
+    log.debug("skipping %s: %d audio latents with speech, window %d", key, have, want)
+    _warn_speech_crop_once()
+
+
+@lru_cache(maxsize=1)  # once per process; each skipped chunk is named at debug level
+def _warn_speech_crop_once() -> None:
+    log.warning("skipping precomputed chunks with speech longer than this stage's window: their text cannot be cut "
+                "in latent space; precompute with this stage's config so each chunk fits its window")
 
 
 def decode_precomputed(raw: RawSample, cfg: TrainConfig, rank: int) -> Optional[Sample]:

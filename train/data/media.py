@@ -18,6 +18,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 import soundfile as sf
@@ -134,7 +135,6 @@ class ClipInput:
     bucket: Optional[Bucket] = None  # with data.buckets: the clip's (height, width, num_frames); video is that size
 
 
-_dropped_speech_logged = False
 # A window short of the clip's end by less than this still holds the whole clip: the clip geometry itself drops
 # the tail past its last audio latent (121 frames: 80,667 samples of sound, an 80,384-sample window).
 WHOLE_CLIP_SLACK = SAMPLE_RATE // 20  # 50 ms
@@ -143,16 +143,19 @@ WHOLE_CLIP_SLACK = SAMPLE_RATE // 20  # 50 ms
 def window_caption(meta: dict, start: int, length: int, total: int) -> str:
     """The caption for audio samples [start, start + length) of a clip of ``total`` samples: the whole clip keeps
     its caption; a crop keeps only the words said inside it (``caption_window``), or none without word times."""
-    global _dropped_speech_logged
     if start == 0 and length >= total - WHOLE_CLIP_SLACK:
         return meta["caption"]
     caption, dropped = caption_window(meta["caption"], start / SAMPLE_RATE, (start + length) / SAMPLE_RATE,
                                       spoken_words(meta))
-    if dropped and not _dropped_speech_logged:
-        _dropped_speech_logged = True
-        logger.info("a crop of a clip with speech dropped its <S>...<E> transcript (the sample has no word times); "
-                    "add \"spoken\": [{start, end, text}, ...] to the samples' json to keep the words inside each crop")
+    if dropped:
+        _log_dropped_speech()
     return caption
+
+
+@lru_cache(maxsize=1)  # once per process: every crop of every such clip would say the same
+def _log_dropped_speech() -> None:
+    logger.info("a crop of a clip with speech dropped its <S>...<E> transcript (the sample has no word times); "
+                "add \"spoken\": [{start, end, text}, ...] to the samples' json to keep the words inside each crop")
 
 
 def prepare_clip(
