@@ -48,6 +48,17 @@ def test_unfused_towers_do_not_rely_on_each_other_and_fused_ones_do():
     assert rows == reliance(model(fused=True), data, (0.3, 0.7))  # the same noise every call
 
 
+def test_partner_sigma_sets_the_other_streams_noise_level():
+    data, fused = samples(), model(fused=True)
+    same = reliance(fused, data, (0.6,))[0]
+    assert same["partner_sigma"] == 0.6 and reliance(fused, data, (0.6,), partner_sigma=0.6) == [same]
+    clean_partner = reliance(fused, data, (0.6,), partner_sigma=0.0)[0]
+    assert clean_partner["partner_sigma"] == 0.0
+    assert clean_partner["audio_matched"] != same["audio_matched"]  # the audio tower saw a different video
+    for row in reliance(model(fused=False), data, (0.6,), partner_sigma=0.1):
+        assert row["audio_reliance"] == 0.0 and row["video_reliance"] == 0.0
+
+
 def write_latents(folder: Path, items: list[LatentSample]) -> Path:
     shard = folder / "shards" / "latents-000000.tar"
     shard.parent.mkdir(parents=True)
@@ -77,6 +88,8 @@ def test_audio_only_latents_and_bad_arguments_are_refused(tmp_path):
         main(["--model", str(TINY), "--weights", str(tmp_path / "none.safetensors"), "--latents", str(latents)])
     with pytest.raises(SystemExit):
         main(["--model", str(TINY), "--weights", "x", "--latents", str(latents), "--sigmas", "0"])
+    with pytest.raises(SystemExit):
+        main(["--model", str(TINY), "--weights", "x", "--latents", str(latents), "--partner-sigma", "2"])
     bare = tmp_path / "bare.safetensors"
     save_file(model(fused=False).state_dict(), bare)
     with pytest.raises(SystemExit):  # no --model and no recorded model config

@@ -1,10 +1,10 @@
 """Cross-modal reliance: how much each tower's loss depends on the other stream being its own clip's.
 
     python -m train.reliance --weights checkpoints/toy/fusion.safetensors --latents runs/toy/latents/fusion \
-        [--model configs/model/toy.yaml] [--clips 24] [--sigmas 0.2 0.4 0.6 0.8] [--json out.json]
+        [--model configs/model/toy.yaml] [--clips 24] [--sigmas 0.2 0.4 0.6 0.8] [--partner-sigma S] [--json out.json]
 
-On precomputed fusion latents, at each noise level sigma (both streams at sigma, as stage 2 trains, the same noise
-for every variant): each tower's velocity MSE with its clip's own partner stream (``matched``), and with the
+On precomputed fusion latents, at each noise level sigma (both streams at sigma, as stage 2 trains, or the other
+stream at ``--partner-sigma``; the same noise for every variant): each tower's velocity MSE with its clip's own partner stream (``matched``), and with the
 partner stream of another clip of the batch (``shuffled``: rolled by one). ``reliance = shuffled / matched - 1``:
 above 0 when a tower predicts its own stream better from the right partner, which is what synchronisation needs;
 exactly 0 for an unfused model (its cross-modal values are zero). A training diagnostic that needs no
@@ -51,8 +51,11 @@ def _mse(pred: list[torch.Tensor], target: list[torch.Tensor]) -> float:
 
 @torch.no_grad()
 def reliance(model: FusionModel, samples: list[LatentSample], sigmas: tuple[float, ...] = DEFAULT_SIGMAS,
-             seed: int = 0) -> list[dict]:
-    """Per sigma: matched / shuffled MSE of each tower and its reliance (see the module doc)."""
+             seed: int = 0, partner_sigma: float | None = None) -> list[dict]:
+    """Per sigma: matched / shuffled MSE of each tower and its reliance (see the module doc).
+
+    ``partner_sigma``: the other stream's noise level while a tower's own is ``sigma`` (None: the same, as a
+    shared-level model trains); e.g. 0.2 asks how much a tower reads a nearly clean partner."""
     model.eval()
     dtype = next(model.parameters()).dtype
     video = [s.video.float() for s in samples]  # [48, F, h, w] each
@@ -63,20 +66,26 @@ def reliance(model: FusionModel, samples: list[LatentSample], sigmas: tuple[floa
         g = torch.Generator().manual_seed(seed)
         eps_v = [torch.randn(x.shape, generator=g) for x in video]
         eps_a = [torch.randn(x.shape, generator=g) for x in audio]
-        noised_v = [FLOW.noise(x, e, sigma).to(dtype) for x, e in zip(video, eps_v)]
-        noised_a = [FLOW.noise(x, e, sigma).to(dtype) for x, e in zip(audio, eps_a)]
+        other = sigma if partner_sigma is None else partner_sigma
+
+        def noised(xs: list[torch.Tensor], eps: list[torch.Tensor], s: float) -> list[torch.Tensor]:
+            return [FLOW.noise(x, e, s).to(dtype) for x, e in zip(xs, eps)]
+
         target_v = [FLOW.velocity(x, e) for x, e in zip(video, eps_v)]
         target_a = [FLOW.velocity(x, e) for x, e in zip(audio, eps_a)]
-        t = FLOW.timestep(torch.full((len(samples),), float(sigma)))
 
-        def run(v_in: list[torch.Tensor], a_in: list[torch.Tensor]) -> tuple[list, list]:
-            return model(Stream(v_in, t, text), Stream(a_in, t, text))
+        def run(v_in: list[torch.Tensor], s_v: float, a_in: list[torch.Tensor], s_a: float) -> tuple[list, list]:
+            t_v, t_a = (FLOW.timestep(torch.full((len(samples),), float(s))) for s in (s_v, s_a))
+            return model(Stream(v_in, t_v, text), Stream(a_in, t_a, text))
 
         roll = lambda xs: xs[1:] + xs[:1]  # noqa: E731 - another clip's stream in every row
-        pv, pa = run(noised_v, noised_a)
-        pa_shuffled = run(roll(noised_v), noised_a)[1]  # audio beside another clip's video
-        pv_shuffled = run(noised_v, roll(noised_a))[0]  # video beside another clip's audio
-        row = {"sigma": sigma}
+        v_own, a_own = noised(video, eps_v, sigma), noised(audio, eps_a, sigma)
+        v_partner, a_partner = noised(video, eps_v, other), noised(audio, eps_a, other)
+        pa = run(v_partner, other, a_own, sigma)[1]
+        pa_shuffled = run(roll(v_partner), other, a_own, sigma)[1]  # audio beside another clip's video
+        pv = run(v_own, sigma, a_partner, other)[0]
+        pv_shuffled = run(v_own, sigma, roll(a_partner), other)[0]  # video beside another clip's audio
+        row = {"sigma": sigma, "partner_sigma": other}
         for name, matched, shuffled in (("audio", _mse(pa, target_a), _mse(pa_shuffled, target_a)),
                                         ("video", _mse(pv, target_v), _mse(pv_shuffled, target_v))):
             row |= {f"{name}_matched": matched, f"{name}_shuffled": shuffled,
@@ -92,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latents", required=True, help="precomputed fusion latents (train.precompute --out)")
     p.add_argument("--clips", type=int, default=24)
     p.add_argument("--sigmas", type=float, nargs="+", default=list(DEFAULT_SIGMAS))
+    p.add_argument("--partner-sigma", type=float, default=None,
+                   help="the other stream's noise level (default: each row's sigma, as stage 2 trains)")
     p.add_argument("--json", type=Path, help="also write the rows here")
     a = p.parse_args(argv)
-    if any(not 0 < s <= 1 for s in a.sigmas):
-        p.error(f"--sigmas must lie in (0, 1], got {a.sigmas}")
+    if any(not 0 < s <= 1 for s in a.sigmas) or not 0 <= (a.partner_sigma or 0) <= 1:
+        p.error(f"--sigmas must lie in (0, 1] and --partner-sigma in [0, 1], got {a.sigmas}, {a.partner_sigma}")
     for path in (a.model, a.weights):
         if path and not Path(path).exists():
             p.error(f"{path} does not exist")
@@ -104,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{a.weights} records no model config (not a stage-2 export): pass --model configs/model/....yaml")
     samples = read_latents(a.latents, a.clips)
     model = load_fusion_checkpoint(a.weights, cfg, dtype=torch.float32)
-    rows = reliance(model, samples, tuple(a.sigmas))
-    print(f"{len(samples)} clips; reliance = shuffled / matched - 1 (0: the other stream is not used)")
+    rows = reliance(model, samples, tuple(a.sigmas), partner_sigma=a.partner_sigma)
+    partner = "each row's sigma" if a.partner_sigma is None else f"sigma {a.partner_sigma:g}"
+    print(f"{len(samples)} clips, the other stream at {partner}; reliance = shuffled / matched - 1 (0: not used)")
     print("| sigma | audio matched | audio shuffled | audio reliance | video matched | video shuffled | video reliance |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
