@@ -107,7 +107,8 @@ class FlowMatchingObjective:
             video_in = [xs.to(dtype) for xs, _ in pairs]
             video_target = [v for _, v in pairs]
         if audio is not None:
-            pairs = [add_noise(x, float(s), self.generator) for x, s in zip(audio, sigma if audio_sigma is None else audio_sigma)]
+            levels = sigma if audio_sigma is None else audio_sigma
+            pairs = [add_noise(x, float(s), self.generator) for x, s in zip(audio, levels)]
             for (xs, _), x in zip(pairs, audio):
                 xs[:clean_a] = x[:clean_a].float()
             audio_in = [xs.to(dtype) for xs, _ in pairs]

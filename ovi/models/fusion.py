@@ -144,7 +144,6 @@ class FusionModel(nn.Module):
         v = vb.cross_attention_ffn(vt, v, CrossModalTarget(a_before_cross, at.seq_lens, at.rope), backend, vkv)
         return v, a
 
-
     def _shared_input_block(
         self, vt: TowerTokens, at: TowerTokens, v: torch.Tensor, a: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
