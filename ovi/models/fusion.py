@@ -102,10 +102,9 @@ class FusionModel(nn.Module):
             with self._resident(i):
                 if slg_layer and i == slg_layer:
                     v, a = self._skip_block(i, vt, at, v, a, slg_rows)
-                elif i == 0 and rows_share_input and v.shape[0] > 1:
-                    v, a = self.video_model.run_block(self._shared_input_block, vt, at, v, a)
                 else:
-                    v, a = self.video_model.run_block(self._fusion_block, i, vt, at, v, a)
+                    shared = i == 0 and rows_share_input and v.shape[0] > 1
+                    v, a = self.video_model.run_block(self._fusion_block, i, vt, at, v, a, shared)
         else:
             if cache is not None and first_out is not None:
                 cache.store(first_out, (v, a))
@@ -131,39 +130,26 @@ class FusionModel(nn.Module):
         return v, a
 
     def _fusion_block(
-        self, i: int, vt: TowerTokens, at: TowerTokens, v: torch.Tensor, a: torch.Tensor
+        self, i: int, vt: TowerTokens, at: TowerTokens, v: torch.Tensor, a: torch.Tensor, shared_input: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fusion block ``i``. ``shared_input``: all rows enter it identical (same latents and timesteps, different
+        text): self-attention, the cross-attention queries and the cross-modal attention read no text, so they run
+        on row 0 only and the text attention, output projection and FFN broadcast that row over the batch. Exact:
+        the same operations on the same numbers (about a third of the block's per-row work is saved)."""
         vb, ab = self.video_model.blocks[i], self.audio_model.blocks[i]
         backend = self.video_model.attention_backend
         vkv = None if vt.text_kv is None else vt.text_kv[i]
         akv = None if at.text_kv is None else at.text_kv[i]
-        a = ab.self_attention(at, a, backend)
-        v = vb.self_attention(vt, v, backend)
+        vs, as_ = vt, at  # what the text-free parts read
+        if shared_input:
+            vs, as_, v, a = vt.select([0]), at.select([0]), v[:1], a[:1]
+            # Rows' rotations are identical too: row 0's keeps the broadcast one-row queries one row.
+            vt, at = replace(vt, rope=vs.rope), replace(at, rope=as_.rope)
+        a = ab.self_attention(as_, a, backend)
+        v = vb.self_attention(vs, v, backend)
         a_before_cross = a
-        a = ab.cross_attention_ffn(at, a, CrossModalTarget(v, vt.seq_lens, vt.rope), backend, akv)
-        v = vb.cross_attention_ffn(vt, v, CrossModalTarget(a_before_cross, at.seq_lens, at.rope), backend, vkv)
-        return v, a
-
-    def _shared_input_block(
-        self, vt: TowerTokens, at: TowerTokens, v: torch.Tensor, a: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fusion block 0 when all rows enter it identical (same latents and timesteps, different text).
-
-        Self-attention, the cross-attention queries and the cross-modal attention read no text, so they run on
-        row 0 only; the text attention, output projection and FFN broadcast that row over the batch. Exact: the
-        same operations on the same numbers (about a third of the block's per-row work is saved).
-        """
-        vb, ab = self.video_model.blocks[0], self.audio_model.blocks[0]
-        backend = self.video_model.attention_backend
-        vt1, at1 = vt.select([0]), at.select([0])
-        a1 = ab.self_attention(at1, a[:1], backend)  # [1, La, dim]
-        v1 = vb.self_attention(vt1, v[:1], backend)  # [1, Lv, dim]
-        vkv = None if vt.text_kv is None else vt.text_kv[0]
-        akv = None if at.text_kv is None else at.text_kv[0]
-        # Rows' rotations are identical too: row 0's keeps the broadcast one-row queries one row.
-        at_b, vt_b = replace(at, rope=at1.rope), replace(vt, rope=vt1.rope)
-        a = ab.cross_attention_ffn(at_b, a1, CrossModalTarget(v1, vt1.seq_lens, vt1.rope), backend, akv)
-        v = vb.cross_attention_ffn(vt_b, v1, CrossModalTarget(a1, at1.seq_lens, at1.rope), backend, vkv)
+        a = ab.cross_attention_ffn(at, a, CrossModalTarget(v, vs.seq_lens, vs.rope), backend, akv)
+        v = vb.cross_attention_ffn(vt, v, CrossModalTarget(a_before_cross, as_.seq_lens, as_.rope), backend, vkv)
         return v, a
 
 
