@@ -61,29 +61,32 @@ def reliance(model: FusionModel, samples: list[LatentSample], sigmas: tuple[floa
     video = [s.video.float() for s in samples]  # [48, F, h, w] each
     audio = [s.audio.float() for s in samples]  # [L, C] each
     text = [s.text.to(dtype) for s in samples]
+
+    def noised(xs: list[torch.Tensor], eps: list[torch.Tensor], s: float) -> list[torch.Tensor]:
+        return [FLOW.noise(x, e, s).to(dtype) for x, e in zip(xs, eps)]
+
+    def run(v_in: list[torch.Tensor], s_v: float, a_in: list[torch.Tensor], s_a: float) -> tuple[list, list]:
+        t_v, t_a = (FLOW.timestep(torch.full((len(samples),), float(s))) for s in (s_v, s_a))
+        return model(Stream(v_in, t_v, text), Stream(a_in, t_a, text))
+
+    roll = lambda xs: xs[1:] + xs[:1]  # noqa: E731 - another clip's stream in every row
     rows = []
     for sigma in sigmas:
         g = torch.Generator().manual_seed(seed)
         eps_v = [torch.randn(x.shape, generator=g) for x in video]
         eps_a = [torch.randn(x.shape, generator=g) for x in audio]
         other = sigma if partner_sigma is None else partner_sigma
-
-        def noised(xs: list[torch.Tensor], eps: list[torch.Tensor], s: float) -> list[torch.Tensor]:
-            return [FLOW.noise(x, e, s).to(dtype) for x, e in zip(xs, eps)]
-
         target_v = [FLOW.velocity(x, e) for x, e in zip(video, eps_v)]
         target_a = [FLOW.velocity(x, e) for x, e in zip(audio, eps_a)]
-
-        def run(v_in: list[torch.Tensor], s_v: float, a_in: list[torch.Tensor], s_a: float) -> tuple[list, list]:
-            t_v, t_a = (FLOW.timestep(torch.full((len(samples),), float(s))) for s in (s_v, s_a))
-            return model(Stream(v_in, t_v, text), Stream(a_in, t_a, text))
-
-        roll = lambda xs: xs[1:] + xs[:1]  # noqa: E731 - another clip's stream in every row
         v_own, a_own = noised(video, eps_v, sigma), noised(audio, eps_a, sigma)
-        v_partner, a_partner = noised(video, eps_v, other), noised(audio, eps_a, other)
-        pa = run(v_partner, other, a_own, sigma)[1]
+        if other == sigma:  # one forward gives both towers' matched predictions
+            v_partner, a_partner = v_own, a_own
+            pv, pa = run(v_own, sigma, a_own, sigma)
+        else:
+            v_partner, a_partner = noised(video, eps_v, other), noised(audio, eps_a, other)
+            pa = run(v_partner, other, a_own, sigma)[1]
+            pv = run(v_own, sigma, a_partner, other)[0]
         pa_shuffled = run(roll(v_partner), other, a_own, sigma)[1]  # audio beside another clip's video
-        pv = run(v_own, sigma, a_partner, other)[0]
         pv_shuffled = run(v_own, sigma, roll(a_partner), other)[0]  # video beside another clip's audio
         row = {"sigma": sigma, "partner_sigma": other}
         for name, matched, shuffled in (("audio", _mse(pa, target_a), _mse(pa_shuffled, target_a)),
