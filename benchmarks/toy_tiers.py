@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,7 +29,7 @@ from ovi.media import read_audio, read_video  # noqa: E402
 from ovi.toy.cli import make  # noqa: E402
 from ovi.toy.clip import SAMPLE_RATE  # noqa: E402
 from ovi.toy.codecs import psnr  # noqa: E402
-from ovi.toy.evaluate import generate_folder, score_folder  # noqa: E402
+from ovi.toy.evaluate import generate_folder, score_folder, toy_config  # noqa: E402
 
 BF16 = "dtype=bfloat16"
 DEFAULT_TIERS = [BF16, "dtype=float32"] + [f"{BF16},{t}" for t in (
@@ -37,15 +37,15 @@ DEFAULT_TIERS = [BF16, "dtype=float32"] + [f"{BF16},{t}" for t in (
     "step_cache=0.2", "step_cache=0.5", "step_cache=1")]
 
 
-def parse_tier(tier: str) -> dict[str, object]:
-    """'dtype=bfloat16,quantize=int8' -> {'dtype': 'bfloat16', 'quantize': 'int8'} (values typed as YAML)."""
-    out = {}
-    for item in filter(None, tier.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"tier item {item!r} is not key=value (e.g. quantize=int8)")
-        out[key] = yaml.safe_load(value)
-    return out
+def parse_tier(tier: str, release: Path) -> dict[str, object]:
+    """'dtype=bfloat16,quantize=int8' -> {'dtype': 'bfloat16', 'quantize': 'int8'}: OmegaConf's dotlist, as
+    ovi-generate reads key=value overrides; checked against the toy preset here, before anything loads."""
+    try:
+        settings = OmegaConf.to_container(OmegaConf.from_dotlist([i for i in tier.split(",") if i]))
+        toy_config(release, **settings)
+    except Exception as e:  # noqa: BLE001 - one line naming the tier, whatever the parser or the config raised
+        raise SystemExit(f"tier {tier!r}: {e} (give ovi-generate keys, e.g. dtype=bfloat16,quantize=int8)") from e
+    return settings
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--tiers", nargs="+", default=DEFAULT_TIERS, help="comma-separated key=value lists; first = baseline")
     ap.add_argument("--out", type=Path, default=REPO / "runs/bench_toy_tiers")
     a = ap.parse_args()
-    settings = [parse_tier(t) for t in a.tiers]  # refuse a malformed tier before anything loads
+    settings = [parse_tier(t, a.release) for t in a.tiers]
     prompts = a.out / "prompts"
     make(prompts, a.clips, seed=1, size=64, kinds=["bounce", "flash", "face", "ambient"])
     folders = [a.out / f"tier_{i:02d}" for i in range(len(a.tiers))]
@@ -67,12 +67,13 @@ def main() -> None:
     print(f"\ntoy model, {a.clips} held-out captions, seed 0 each; against the first tier ({a.tiers[0]})\n")
     print("| tier | s/clip | frame PSNR dB (median) | audio rel_l2 (median) | share within +-1 frame | kind right |")
     print("|---|---|---|---|---|---|")
+    baseline = {clip.name: (read_video(clip)[0], read_audio(clip, SAMPLE_RATE)) for clip in folders[0].glob("*.mp4")}
     for tier, folder, sec in zip(a.tiers, folders, seconds):
         db, rel = [], []
         for clip in sorted(folder.glob("*.mp4")):
-            base = folders[0] / clip.name
-            db.append(psnr(read_video(clip)[0], read_video(base)[0], peak=255.0))
-            x, y = read_audio(clip, SAMPLE_RATE), read_audio(base, SAMPLE_RATE)
+            frames, y = baseline[clip.name]
+            db.append(psnr(read_video(clip)[0], frames, peak=255.0))
+            x = read_audio(clip, SAMPLE_RATE)
             rel.append(float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-12)))
         s = score_folder(folder)
         print(f"| {tier} | {sec:.2f} | {statistics.median(db):.1f} | {statistics.median(rel):.3f} | "
