@@ -64,6 +64,7 @@ def resolve_seed(seed: object) -> int:
 def settings_problems(cfg: InferenceConfig, facts: ModelFacts | None = None) -> list[str]:
     """Choices and ranges of the sampling and size settings (cheap: no files)."""
     from ovi.models.attention import BACKENDS  # the attention module owns the backend names
+    from ovi.models.quant import QUANTIZE_MODES
 
     p = []
     if cfg.solver not in SOLVERS:
@@ -74,6 +75,11 @@ def settings_problems(cfg: InferenceConfig, facts: ModelFacts | None = None) -> 
         p.append(f"variant={cfg.variant!r} is unknown; choose one of {', '.join(CHECKPOINT_PROMPT_STYLE)}")
     if cfg.dtype not in DTYPE_NAMES:
         p.append(f"dtype={cfg.dtype!r} is unknown; choose one of {', '.join(DTYPE_NAMES)}")
+    if cfg.quantize not in QUANTIZE_MODES:
+        p.append(f"quantize={cfg.quantize!r} is unknown; choose one of {', '.join(QUANTIZE_MODES)}")
+    for name in ("offload_blocks", "vae_chunk_frames", "step_cache"):
+        if getattr(cfg, name) < 0:
+            p.append(f"{name}={getattr(cfg, name)} must be >= 0 (0 turns it off)")
     if cfg.long_prompts not in LONG_PROMPT_POLICIES:
         p.append(f"long_prompts={cfg.long_prompts!r} is unknown; choose one of {', '.join(LONG_PROMPT_POLICIES)}")
     if cfg.num_steps < 1:
