@@ -1,0 +1,39 @@
+"""ovi.toy.evaluate's generation loop: one seed per clip (with one seed for all, every clip started from the same
+noise and the toy models gave every caption the same sound onsets), the caption as the prompt, resumable."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from ovi.toy import evaluate
+from ovi.toy.sidecar import write_sidecar
+
+
+class RecordingPipe:
+    """Stands in for OviPipeline: records (prompt, seed) and returns a 1-frame clip."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def generate(self, prompt: str, seed: int, progress: bool = True) -> SimpleNamespace:
+        self.calls.append((prompt, seed))
+        return SimpleNamespace(video=torch.zeros(3, 1, 16, 16), audio=torch.zeros(1600), fps=24.0, sample_rate=16000)
+
+
+def test_each_clip_gets_its_own_seed_and_a_rerun_skips_what_exists(tmp_path, monkeypatch):
+    prompts = tmp_path / "world"
+    prompts.mkdir()
+    for i in range(3):
+        (prompts / f"toy_{i:05d}_flash.mp4").write_bytes(b"")  # only the names are read for condition "none"
+        write_sidecar(prompts / f"toy_{i:05d}_flash.mp4", {"caption": f"caption {i}", "kind": "flash"})
+    pipe = RecordingPipe()
+    import ovi.pipeline
+
+    monkeypatch.setattr(ovi.pipeline.OviPipeline, "from_config", classmethod(lambda cls, cfg: pipe))
+    out = tmp_path / "out"
+    evaluate.generate_folder(tmp_path / "release", prompts, out, limit=2)
+    assert pipe.calls == [("caption 0", evaluate.SEED), ("caption 1", evaluate.SEED + 1)]
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["toy_00000_flash.mp4", "toy_00001_flash.mp4"]
+    evaluate.generate_folder(tmp_path / "release", prompts, out)  # resumes: only the third clip is new
+    assert pipe.calls[2:] == [("caption 2", evaluate.SEED + 2)]
