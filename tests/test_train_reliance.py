@@ -14,7 +14,7 @@ from data_pipeline.shards import index_entry, write_index, write_shard
 from ovi.config import load_fusion_config
 from ovi.models.fusion import FusionModel
 from train.data.latents import LatentSample, latent_sample
-from train.reliance import main, read_latents, reliance
+from train.reliance import main, read_latents, reliance, time_shifted
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs/model/tiny.yaml"
@@ -57,6 +57,29 @@ def test_partner_sigma_sets_the_other_streams_noise_level():
     assert clean_partner["audio_matched"] != same["audio_matched"]  # the audio tower saw a different video
     for row in reliance(model(fused=False), data, (0.6,), partner_sigma=0.1):
         assert row["audio_reliance"] == 0.0 and row["video_reliance"] == 0.0
+
+
+def test_time_shift_moves_the_own_partner_and_is_blind_to_a_partner_that_never_changes():
+    """The 'when' reliance: the mismatch is the own partner moved in time. A partner constant over time looks
+    the same moved, so its time reliance is exactly 0 while another clip's partner still counts ('what')."""
+    video, audio = [torch.arange(8.0).view(1, 8, 1, 1).expand(48, 8, 2, 2)], [torch.arange(40.0)[:, None]]
+    moved_v, moved_a = time_shifted(video, audio, 1.0)  # 1 s = 6 video latent frames, 31 audio latents
+    assert torch.equal(moved_v[0][0, :, 0, 0], torch.arange(8.0).roll(6))
+    assert torch.equal(moved_a[0][:, 0], torch.arange(40.0).roll(31))
+    with pytest.raises(ValueError, match="under one video latent frame"):
+        time_shifted(video, audio, 0.05)
+    g = torch.Generator().manual_seed(1)
+    still = [LatentSample(text=torch.randn(5, 4096, generator=g),
+                          audio=torch.randn(1, 20, generator=g).expand(20, 20).clone(),
+                          video=torch.randn(48, 1, 4, 4, generator=g).expand(48, 3, 4, 4).clone(), meta={})
+             for _ in range(3)]
+    fused = model(fused=True)
+    when = reliance(fused, still, (0.5,), time_shift=1.0)[0]
+    what = reliance(fused, still, (0.5,))[0]
+    assert when["audio_reliance"] == 0.0 and when["video_reliance"] == 0.0
+    assert abs(what["audio_reliance"]) > 1e-6 and abs(what["video_reliance"]) > 1e-6
+    moving = reliance(fused, samples(), (0.5,), time_shift=0.17)[0]  # 1 of 3 latent frames: random streams change
+    assert abs(moving["audio_reliance"]) > 1e-6 and abs(moving["video_reliance"]) > 1e-6
 
 
 def write_latents(folder: Path, items: list[LatentSample]) -> Path:
