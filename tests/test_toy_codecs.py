@@ -109,6 +109,28 @@ def test_pixel_codec_has_the_wan22_latent_shape_and_inverts_the_pooled_frames(co
     assert torch.equal(torch.cat(chunks, 2), video) and chunks[0].shape[2] == 1
 
 
+def test_haar_basis_gives_what_moves_unit_variance_and_decodes_to_the_same_pixels(world_clips, tmp_path):
+    """The Haar basis (``ovi-toy rebuild --video-basis haar_time``): the same pooled frames come back, but a clip's
+    changes over time weigh far more in the normalised latent (the flow-matching loss) than in the plain pixel
+    basis; files without a basis are pixels."""
+    videos = [_pixels(c.frames) for c in world_clips]
+    haar = fit_video_codec(videos, tmp_path / "haar.json", basis="haar_time")
+    pixels = fit_video_codec(videos, tmp_path / "pixels.json")
+    assert haar.basis == "haar_time" and pixels.basis == "pixels"
+    for x in (videos[0][None], videos[1][None]):  # a bounce clip, a flash clip (lamps on a still wall)
+        z_haar, z_pix = haar.encode(x), pixels.encode(x)
+        assert torch.allclose(haar._frames(z_haar), pixels._frames(z_pix), atol=1e-5)
+        # Each channel has unit variance over the fitted clips; the share of it that changes within a clip:
+        change_haar, change_pix = (float(z[:, :, 1:].var(dim=2).mean()) for z in (z_haar, z_pix))
+        assert change_haar > 5 * change_pix, (change_haar, change_pix)
+    old = json.loads((tmp_path / "pixels.json").read_text())
+    del old["basis"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert PixelVideoCodec.from_file(tmp_path / "old.json").basis == "pixels"
+    with pytest.raises(ValueError, match="haar_time"):
+        PixelVideoCodec([0.0] * 48, [1.0] * 48, basis="wavelet")
+
+
 def test_mel_pool_codec_has_the_release_latent_rate_and_inverts_the_pooled_mel(codecs, world_clips):
     _, _, codec = codecs
     mel = MelFrontEnd()(torch.from_numpy(world_clips[1].audio)[None])  # [1, 80, 315]

@@ -31,7 +31,7 @@ from ovi.geometry import FPS
 from ovi.imaging import unit_to_uint8
 from ovi.media import read_audio, read_video
 from ovi.toy.clip import SAMPLE_RATE
-from ovi.toy.fixed_codecs import MelPoolCodec, PixelVideoCodec, fit_audio_codec, fit_video_codec
+from ovi.toy.fixed_codecs import BASES, MelPoolCodec, PixelVideoCodec, fit_audio_codec, fit_video_codec
 
 MODEL_CONFIG = "configs/model/toy.yaml"  # the toy model; its text_dim is the toy UMT5's d_model
 VIDEO_CODEC_FILE = "video_codec.json"
@@ -70,9 +70,9 @@ def save_text_encoder(out: Path, text_dim: int, seed: int = 0) -> None:
     tokenizer.save_pretrained(out / "tokenizer")
 
 
-def write_codecs(frames: list[torch.Tensor], audio: list[torch.Tensor], out: Path) -> None:
+def write_codecs(frames: list[torch.Tensor], audio: list[torch.Tensor], out: Path, video_basis: str = "pixels") -> None:
     """Fit the fixed codecs' statistics on (up to STATS_CLIPS of) the world's clips and write their files."""
-    fit_video_codec((_to_pixels(f) for f in frames[:STATS_CLIPS]), out / VIDEO_CODEC_FILE)
+    fit_video_codec((_to_pixels(f) for f in frames[:STATS_CLIPS]), out / VIDEO_CODEC_FILE, basis=video_basis)
     mel = MelFrontEnd()
     with torch.no_grad():
         fit_audio_codec((mel(a[None])[0] for a in audio[:STATS_CLIPS]), out / AUDIO_CODEC_FILE)
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=MODEL_CONFIG, help="model config whose text_dim the text encoder gets")
     p.add_argument("--report", type=Path, help="only measure the codecs in --out on these clips (a world folder)")
+    p.add_argument("--video-basis", choices=BASES, default="pixels",
+                   help="how the pixel codec stores a group's 4 frames (ovi.toy.fixed_codecs; the shipped: pixels)")
     a = p.parse_args(argv)
     if a.report:
         result = evaluate(a.out, a.report)
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (a.out / "text_encoder" / "config.json").exists():
         save_text_encoder(a.out, load_fusion_config(a.model).video.text_dim, a.seed)
     frames, audio = load_world(a.clips, STATS_CLIPS)
-    write_codecs(frames, audio, a.out)
+    write_codecs(frames, audio, a.out, a.video_basis)
     (a.out / "codecs_done.json").write_text(json.dumps({"clips": len(frames)}) + "\n")
     return 0
 

@@ -10,7 +10,14 @@ learned but per-channel statistics:
   groups of 4 frames (Wan2.2's causal layout: 121 frames -> 31 latent frames), each 2x2 pixel block stacked into
   channels: 3 colours x 4 frames x 4 pixels = the release's 48 latent channels at 1/16 of the frame size. Decoding
   inverts that exactly and upsamples bilinearly. On the world's clips: 25.5 dB, 97% of visual events and 100% of
-  kinds kept (README, "The toy world").
+  kinds kept (README, "The toy world"). With ``basis="haar_time"`` (``ovi-toy rebuild --video-basis haar_time``)
+  each group's 4 frames are stored as an orthonormal Haar transform (their mean, then the three within-group
+  changes) before the per-channel statistics: a static backdrop then fills the 12 mean channels and the 36
+  change channels carry only what moves or flashes, scaled to unit variance like everything else. Why: in the
+  plain pixel basis a lamp's flash or a mouth's opening is ~1% of a latent's variance, so the flow-matching loss
+  barely sees the events the toy exists to synchronise (10-20x more weight in the Haar basis); it is exactly
+  invertible, so it reconstructs the same pixels. Tried for the shipped recipe and not adopted: no sync gain
+  (README, "The toy world").
 - audio: ``MelPoolCodec`` in place of the MMAudio VAE: the mean of two consecutive log-mel frames (80 channels at
   the release's 31.25 latents/s); decoding repeats each twice and the Griffin-Lim vocoder (``ovi.toy.vocoder``)
   turns the mel into sound. Stacking the pair instead (160 channels, lossless) would give the toy tower (dim 128)
@@ -41,6 +48,13 @@ UNSHUFFLE = 2  # pooled pixels per latent cell, each way
 DEFAULT_POOL = VAE_SPATIAL_FACTOR // UNSHUFFLE  # 8: with the unshuffle, the release's 16x spatial compression
 MEL_FRAMES = MEL_FRAMES_PER_LATENT  # mel frames per audio latent (the MMAudio VAE's time halving)
 STD_FLOOR = 1e-2  # a channel that never varies in the world is left unscaled, not blown up
+BASES = ("pixels", "haar_time")  # how a group's 4 frames are stored (see the module docstring)
+
+
+def _haar4() -> torch.Tensor:
+    """Orthonormal 4-point Haar matrix [4, 4]: rows = mean, first half - second half, frame 0 - 1, frame 2 - 3."""
+    r = 0.5**0.5
+    return torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, -0.5, -0.5], [r, -r, 0.0, 0.0], [0.0, 0.0, r, -r]])
 
 
 def is_fixed_codec(path: str | Path) -> bool:
@@ -58,9 +72,13 @@ def _read(path: Path, kind: str) -> dict:
 class PixelVideoCodec(nn.Module):
     """video [B, 3, 1 + 4k, H, W] in [-1, 1] <-> normalised latent [B, 48, 1 + k, H/16, W/16]; the VideoVAE API."""
 
-    def __init__(self, mean: Iterable[float], std: Iterable[float], pool: int = DEFAULT_POOL) -> None:
+    def __init__(self, mean: Iterable[float], std: Iterable[float], pool: int = DEFAULT_POOL,
+                 basis: str = "pixels") -> None:
         super().__init__()
-        self.pool = pool
+        if basis not in BASES:
+            raise ValueError(f"unknown pixel codec basis {basis!r}; expected one of {BASES}")
+        self.pool, self.basis = pool, basis
+        self.register_buffer("haar", _haar4() if basis == "haar_time" else torch.eye(TEMPORAL))  # [4 out, 4 frames]
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32))  # [48]
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).clamp(min=STD_FLOOR))  # [48]
         if self.mean.numel() != self.z_dim:
@@ -100,6 +118,7 @@ class PixelVideoCodec(nn.Module):
         x = torch.cat([first, video[:, :, 1 : 1 + TEMPORAL * (n - 1)]], 2).float()  # [B, 3, 4F, H, W]
         x = F.avg_pool3d(x, (1, self.pool, self.pool))  # [B, 3, 4F, H/p, W/p]
         x = x.view(b, c, n, TEMPORAL, h // self.pool, w // self.pool).transpose(2, 3)  # [B, 3, 4, F, h', w']
+        x = torch.einsum("kt,bctfhw->bckfhw", self.haar, x)  # the group's frames in the codec's basis
         x = x.reshape(b, c * TEMPORAL, n, h // self.pool, w // self.pool)
         x = F.pixel_unshuffle(x.transpose(1, 2), UNSHUFFLE)  # [B, F, 12 * 4, h, w]
         return x.transpose(1, 2)
@@ -117,6 +136,7 @@ class PixelVideoCodec(nn.Module):
         x = latent.float() * self.std.view(1, -1, 1, 1, 1) + self.mean.view(1, -1, 1, 1, 1)
         x = F.pixel_shuffle(x.transpose(1, 2), UNSHUFFLE)  # [B, F, 12, h', w']
         x = x.view(b, n, 3, TEMPORAL, h * UNSHUFFLE, w * UNSHUFFLE).permute(0, 2, 1, 3, 4, 5)  # [B, 3, F, 4, h', w']
+        x = torch.einsum("kt,bcfkhw->bcfthw", self.haar, x)  # orthonormal: the transpose inverts it
         first = x[:, :, 0].mean(2, keepdim=True)  # the 4 copies of frame 0, averaged
         rest = x[:, :, 1:].reshape(b, 3, TEMPORAL * (n - 1), h * UNSHUFFLE, w * UNSHUFFLE)
         return torch.cat([first, rest], 2)
@@ -141,7 +161,9 @@ class PixelVideoCodec(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path) -> "PixelVideoCodec":
         spec = _read(Path(path), VIDEO_CODEC)
-        return cls(spec["latents_mean"], spec["latents_std"], spec.get("pool", DEFAULT_POOL)).eval()
+        # Files written before the Haar basis carry no "basis" and are plain pixels.
+        return cls(spec["latents_mean"], spec["latents_std"], spec.get("pool", DEFAULT_POOL),
+                   spec.get("basis", "pixels")).eval()
 
 
 class MelPoolCodec(nn.Module):
@@ -190,12 +212,13 @@ def _moments(chunks: Iterable[torch.Tensor]) -> tuple[list[float], list[float]]:
     return mean.tolist(), (sq / count - mean**2).clamp(min=0).sqrt().tolist()
 
 
-def fit_video_codec(videos: Iterable[torch.Tensor], out: Path, pool: int = DEFAULT_POOL) -> PixelVideoCodec:
+def fit_video_codec(videos: Iterable[torch.Tensor], out: Path, pool: int = DEFAULT_POOL,
+                    basis: str = "pixels") -> PixelVideoCodec:
     """``videos``: [3, T, H, W] in [-1, 1]; writes the codec file and returns the codec."""
-    probe = PixelVideoCodec([0.0] * PixelVideoCodec.z_dim, [1.0] * PixelVideoCodec.z_dim, pool)
+    probe = PixelVideoCodec([0.0] * PixelVideoCodec.z_dim, [1.0] * PixelVideoCodec.z_dim, pool, basis)
     mean, std = _moments(probe.raw(v[None])[0] for v in videos)
     with atomic_path(out) as tmp:
-        Path(tmp).write_text(json.dumps({"codec": VIDEO_CODEC, "pool": pool, "latents_mean": mean,
+        Path(tmp).write_text(json.dumps({"codec": VIDEO_CODEC, "pool": pool, "basis": basis, "latents_mean": mean,
                                          "latents_std": std}))
     return PixelVideoCodec.from_file(out)
 

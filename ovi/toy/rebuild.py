@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ovi.config import load_fusion_config, to_yaml
 from ovi.toy.codecs import AUDIO_CODEC_FILE, MODEL_CONFIG, VIDEO_CODEC_FILE
+from ovi.toy.fixed_codecs import BASES
 from ovi.toy.world import clip_plan
 
 TRAIN_CONFIGS = {s: f"configs/train/toy_{s}.yaml" for s in ("audio_pretrain", "audio_finetune", "fusion")}
@@ -65,8 +66,8 @@ def _py(module: str, *args: str) -> list[str]:
 
 
 class Rebuild:
-    def __init__(self, out: Path, budget: Budget, seed: int = 0):
-        self.out, self.b, self.seed = out, budget, seed
+    def __init__(self, out: Path, budget: Budget, seed: int = 0, video_basis: str = "pixels"):
+        self.out, self.b, self.seed, self.video_basis = out, budget, seed, video_basis
         self.logs = out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.codecs = out / "codecs"
@@ -90,7 +91,7 @@ class Rebuild:
 
     def codecs_phase(self) -> None:
         _run(_py("ovi.toy.codecs", "--clips", str(self.out / "world"), "--out", str(self.codecs),
-                 "--seed", str(self.seed)), self.logs / "codecs.log")
+                 "--seed", str(self.seed), "--video-basis", self.video_basis), self.logs / "codecs.log")
         (self.codecs / "griffin_lim.json").write_text(json.dumps(VOCODER_FILE) + "\n")
 
     def latents(self) -> None:
@@ -182,10 +183,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a few clips and steps: the CI smoke run (minutes)")
     p.add_argument("--ablations", action="store_true", help="also the unfused baseline and the RoPE 1.0 run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--video-basis", choices=BASES, default="pixels",
+                   help="the pixel codec's basis (ovi.toy.fixed_codecs); haar_time weighs motion more in the loss")
 
 
 def run_from_args(a: argparse.Namespace) -> int:
-    times = Rebuild(a.out, QUICK if a.quick else FULL, a.seed).run(a.ablations)
+    times = Rebuild(a.out, QUICK if a.quick else FULL, a.seed, a.video_basis).run(a.ablations)
     print("phase times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     print(f"release folder(s) in {a.out / 'release'}; ship one with: cp -r {a.out / 'release' / 'fusion'}/* checkpoints/toy/")
     return 0
