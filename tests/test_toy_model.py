@@ -1,8 +1,8 @@
 """The shipped toy model (checkpoints/toy, the default of ovi-generate): it loads through the release loaders
 and generates clips of the toy world from prompts. What its training reached is asserted: the default preset,
-the loaders, the geometry, output that is not noise, and the scene kind the prompt asks for (71% of 52 held-out
-captions; README, "The toy world"). It does not reach synchronisation yet (events within +-1 frame 0.12 against
-0.22 by chance), so no sync bound is asserted here."""
+the loaders, the geometry, output that is not noise, and the scene kind the prompt asks for (63% of 52 held-out
+captions, one seed each; README, "The toy world"). It does not reach synchronisation yet (events within +-1 frame
+0.14 against 0.22 by chance), so no sync bound is asserted here."""
 from __future__ import annotations
 
 from dataclasses import replace

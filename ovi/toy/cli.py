@@ -2,7 +2,7 @@
 
     ovi-toy make --out DIR --num 100 --seed 0 [--size 64] [--kinds bounce,flash,face,ambient] [--colours cyan]
     ovi-toy score DIR [--shuffle-audio] [--json report.json]
-    ovi-toy rebuild [--out runs/toy] [--quick] [--ablations]   # the whole recipe (ovi.toy.rebuild)
+    ovi-toy rebuild [--out runs/toy] [--quick] [--ablations] [--video-basis haar_time]   # the whole recipe
 
 ``make`` is resumable: clips whose mp4 and sidecar both exist are skipped. ``score`` measures every mp4 from
 its pixels and sound; sidecars, when present, add the ground-truth comparison. ``--shuffle-audio`` pairs
