@@ -78,7 +78,8 @@ class PixelVideoCodec(nn.Module):
         if basis not in BASES:
             raise ValueError(f"unknown pixel codec basis {basis!r}; expected one of {BASES}")
         self.pool, self.basis = pool, basis
-        self.register_buffer("haar", _haar4() if basis == "haar_time" else torch.eye(TEMPORAL))  # [4 out, 4 frames]
+        self.register_buffer("haar", _haar4() if basis == "haar_time" else torch.eye(TEMPORAL),  # [4 out, 4 frames]
+                             persistent=False)  # from the JSON file, never a state dict
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32))  # [48]
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).clamp(min=STD_FLOOR))  # [48]
         if self.mean.numel() != self.z_dim:
