@@ -1,14 +1,15 @@
 """Cross-modal reliance: how much each tower's loss depends on the other stream being its own clip's.
 
     python -m train.reliance --weights checkpoints/toy/fusion.safetensors --latents runs/toy/latents/fusion \
-        [--model configs/model/toy.yaml] [--clips 24] [--sigmas 0.2 0.4 0.6 0.8] [--partner-sigma S] [--json out.json]
+        [--model configs/model/toy.yaml] [--clips 24] [--sigmas 0.2 0.4 0.6 0.8] [--partner-sigma S] \
+        [--time-shift S] [--json out.json]
 
 On precomputed fusion latents, at each noise level sigma (both streams at sigma, as stage 2 trains, or the other
-stream at ``--partner-sigma``; the same noise for every variant): each tower's velocity MSE with its clip's own partner stream (``matched``), and with the
-partner stream of another clip of the batch (``shuffled``: rolled by one). ``reliance = shuffled / matched - 1``:
-above 0 when a tower predicts its own stream better from the right partner, which is what synchronisation needs;
-exactly 0 for an unfused model (its cross-modal values are zero). A training diagnostic that needs no
-sampling, no codecs and no metric: seconds on a CPU for the toy model.
+stream at ``--partner-sigma``; the same noise for every variant): each tower's velocity MSE with its clip's own
+partner stream (``matched``), and with the partner stream of another clip of the batch (``shuffled``: rolled by
+one). ``reliance = shuffled / matched - 1``: above 0 when a tower predicts its own stream better from the right
+partner, which is what synchronisation needs; exactly 0 for an unfused model (its cross-modal values are zero).
+A training diagnostic that needs no sampling, no codecs and no metric: seconds on a CPU for the toy model.
 
 ``--time-shift S``: the mismatched partner is the clip's own partner stream moved S seconds in time (circularly)
 instead of another clip's: same content, wrong moment. Its reliance is the share that is about *when* (what
@@ -54,7 +55,6 @@ def _mse(pred: list[torch.Tensor], target: list[torch.Tensor]) -> float:
     return float(sum(((p.float() - y) ** 2).mean() for p, y in zip(pred, target)) / len(pred))
 
 
-@torch.no_grad()
 def time_shifted(video: list[torch.Tensor], audio: list[torch.Tensor], seconds: float
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Each clip's own streams rolled ``seconds`` later in time: video [48, F, h, w] by whole latent frames
@@ -72,6 +72,7 @@ def shift_steps(seconds: float) -> tuple[int, int]:
     return frames, round(seconds * AUDIO_LATENT_RATE)
 
 
+@torch.no_grad()
 def reliance(model: FusionModel, samples: list[LatentSample], sigmas: tuple[float, ...] = DEFAULT_SIGMAS,
              seed: int = 0, partner_sigma: float | None = None, time_shift: float | None = None) -> list[dict]:
     """Per sigma: matched / shuffled MSE of each tower and its reliance (see the module doc).
