@@ -214,6 +214,10 @@ class InferenceConfig:
     audio: str = ""
     extend: str = ""
     extend_frames: int = 0
+    # After the joint pass, generate the sound again from the finished video (V2A with the video clean, same
+    # seed and noise), so its events can follow the picture's. Only for weights fine-tuned on clean-video
+    # batches (train objective.mode=v2a or v2a_prob); the release's were not. Twice the denoising.
+    audio_from_video: bool = False
 
     @property
     def geometry(self) -> ClipGeometry:

@@ -186,6 +186,9 @@ class OviPipeline:
         text = format_prompt(prompt, self.prompt_style)
         self._check_length(text)
         media = self._load_given(cfg, image, video, audio, extend)
+        if cfg.audio_from_video and media is not None:
+            raise InvalidRequest([f"audio_from_video=true regenerates a generated video's sound; a given {media.mode} "
+                                  "input is generated in its own mode (set audio_from_video=false)"])
 
         embedded = None
         if self.layout.is_leader:  # under SP the leader encodes and broadcasts to its group
@@ -231,6 +234,10 @@ class OviPipeline:
             if given is None:
                 video_latent, audio_latent = denoise(model, video_noise, audio_noise, cond, guide, clean_latent,
                                                      progress, speed)
+                if cfg.audio_from_video:  # second pass: the finished video given clean, its sound made again
+                    finished = Given(video=video_latent)
+                    audio_latent = denoise_given(model, video_noise, audio_noise, cond, guide, finished, "clean",
+                                                 seed, progress, speed)[1]
             else:
                 video_latent, audio_latent = denoise_given(model, video_noise, audio_noise, cond, guide, given,
                                                            cfg.conditioning, seed, progress, speed)
@@ -248,7 +255,8 @@ class OviPipeline:
             video, audio = write_back(media, video, audio)
         settings_used = {name: getattr(cfg, name) for name in PER_CALL_SETTINGS}
         settings_used.update(variant=cfg.variant, prompt_style=self.prompt_style, num_frames=geometry.num_frames,
-                             area=cfg.area, video_height=height, video_width=width, t2i_model=cfg.t2i_model or None,
+                             audio_from_video=cfg.audio_from_video, area=cfg.area, video_height=height,
+                             video_width=width, t2i_model=cfg.t2i_model or None,
                              mode="i2v" if made_image is None and image is not None else
                              "t2i2v" if made_image is not None else media.mode if media is not None else "t2v")
         if media is not None:

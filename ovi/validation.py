@@ -124,6 +124,9 @@ def _finetuning_problems(cfg: InferenceConfig) -> list[str]:
         path, _ = parse_adapter_arg(item.strip())
         if not Path(path).is_file():
             p.append(f"lora: adapter file {path} not found (give PATH[:SCALE], several comma-separated)")
+    if cfg.audio_from_video and (cfg.video or cfg.audio or cfg.extend):
+        p.append("audio_from_video=true regenerates the sound of a generated video; it takes no given "
+                 "--video / --audio / --extend (drop one of them)")
     if cfg.num_frames >= 1 and not 0 <= cfg.extend_frames < cfg.geometry.latent_frames:
         p.append(f"extend_frames={cfg.extend_frames} must be 0 (auto) or 1..{cfg.geometry.latent_frames - 1}: "
                  f"the clean prefix must leave latent frames of the {cfg.geometry.latent_frames} to generate")

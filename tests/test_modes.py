@@ -86,6 +86,16 @@ def test_audio_stages_refuse_video_conditioned_modes() -> None:
                                                                        "data.shards=[/tmp/x]", "objective.mode=v2a"])
 
 
+def test_v2a_batches_mix_only_into_t2av_training() -> None:
+    base = [f"model={TINY}", "run_dir=/tmp/x", "data.shards=[/tmp/x]", "objective.v2a_prob=0.5"]
+    cfg = load_train_config(REPO / "configs/train/fusion.yaml", base)
+    assert cfg.objective.v2a_prob == 0.5
+    with pytest.raises(ValueError, match="mixes v2a batches into t2av training"):
+        load_train_config(REPO / "configs/train/fusion.yaml", [*base, "objective.mode=a2v"])
+    with pytest.raises(ValueError, match="v2a_sigma_shift must be > 0"):
+        load_train_config(REPO / "configs/train/fusion.yaml", [*base, "objective.v2a_sigma_shift=0"])
+
+
 def _text() -> Conditioning:
     g = torch.Generator().manual_seed(1)
     return Conditioning(*(torch.randn(n, 4096, generator=g) * 0.1 for n in (5, 2, 3)))

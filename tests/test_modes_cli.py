@@ -7,6 +7,7 @@ generated one has the clip's length, the given latents reach the model, and bad 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ovi.geometry import ClipGeometry
 from ovi.media import read_audio, read_video, write_mp4
 from ovi.modes import at_fps, prefix_video_frames
 from ovi.pipeline import OviPipeline
+from ovi.validation import InvalidRequest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs/inference/tiny_cpu.yaml")
@@ -136,6 +138,19 @@ def test_the_python_api_takes_arrays_and_the_given_latents_reach_the_model() -> 
     assert not torch.equal(clean.generate(PROMPT, audio=wave, progress=False).video, a2v.video)
 
 
+def test_audio_from_video_keeps_the_joint_video_and_makes_its_sound_again() -> None:
+    cfg = load_config(InferenceConfig, TINY, FAST + [f"model={REPO / 'configs/model/tiny.yaml'}"])
+    pipe = OviPipeline.from_config(cfg)
+    joint = pipe.generate(PROMPT, progress=False)
+    two_pass = OviPipeline(pipe.c, replace(cfg, audio_from_video=True)).generate(PROMPT, progress=False)
+    assert torch.equal(two_pass.video, joint.video)  # the first pass is the joint one, same seed
+    assert two_pass.audio.shape == joint.audio.shape and not torch.equal(two_pass.audio, joint.audio)
+    assert two_pass.settings["audio_from_video"] and not joint.settings["audio_from_video"]
+    with pytest.raises(InvalidRequest, match="audio_from_video=true regenerates"):
+        OviPipeline(pipe.c, replace(cfg, audio_from_video=True)).generate(
+            PROMPT, video=np.zeros((30, 64, 64, 3), np.uint8), progress=False)
+
+
 # (case id, argv, text the one line must contain)
 BAD = [
     ("missing", ["--video", "{dir}/nope.mp4"], "file not found"),
@@ -149,6 +164,7 @@ BAD = [
     ("prefix_too_long", ["--extend", "{clip24}", "extend_frames=7"], "extend_frames=7 must be 0 (auto) or 1..6"),
     ("extend_too_short", ["--extend", "{short}", "extend_frames=3"], "or a smaller extend_frames"),
     ("conditioning", ["--audio", "{speech}", "conditioning=fuzzy"], "conditioning='fuzzy' is unknown"),
+    ("audio_from_video", ["--video", "{clip24}", "audio_from_video=true"], "audio_from_video=true regenerates"),
 ]
 
 

@@ -37,3 +37,20 @@ def test_each_clip_gets_its_own_seed_and_a_rerun_skips_what_exists(tmp_path, mon
     assert sorted(p.name for p in out.glob("*.mp4")) == ["toy_00000_flash.mp4", "toy_00001_flash.mp4"]
     evaluate.generate_folder(tmp_path / "release", prompts, out)  # resumes: only the third clip is new
     assert pipe.calls[2:] == [("caption 2", evaluate.SEED + 2)]
+
+
+def test_audio_from_video_flag_reaches_the_config_and_given_modes_turn_it_off(tmp_path, monkeypatch):
+    seen: list[object] = []
+
+    def fake_generate_folder(release, prompts, out, limit=None, condition="none", **settings):  # noqa: ANN001
+        seen.append((condition, settings.get("audio_from_video", "preset")))
+
+    monkeypatch.setattr(evaluate, "generate_folder", fake_generate_folder)
+    monkeypatch.setattr(evaluate, "score_folder", lambda folder, shuffle=False: {})
+    common = ["--release", str(tmp_path), "--prompts", str(tmp_path), "--out", str(tmp_path / "o")]
+    for extra in ([], ["--audio-from-video", "true"], ["--audio-from-video", "false"],
+                  ["--audio-from-video", "true", "--condition", "v2a"]):
+        assert evaluate.main(common + extra) == 0
+    assert seen == [("none", "preset"), ("none", True), ("none", False), ("v2a", False)]
+    cfg = evaluate.toy_config(tmp_path, audio_from_video=True)
+    assert cfg.audio_from_video and cfg.checkpoints.root == str(tmp_path)

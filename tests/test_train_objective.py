@@ -92,6 +92,26 @@ def test_independent_prob_gives_that_share_of_samples_their_own_audio_sigma() ->
     assert audio_only.audio_sigma is None  # one modality: nothing to decouple
 
 
+def test_v2a_prob_makes_that_share_of_batches_v2a_with_shifted_audio_sigma() -> None:
+    video = [torch.randn(48, 3, 2, 2) for _ in range(4)]
+    audio = [torch.randn(16, 20) for _ in range(4)]
+    text = [torch.ones(2, 4096)] * 4
+    obj = objective(v2a_prob=0.5, v2a_sigma_shift=30.0)
+    batches = [obj.prepare(video, audio, text, torch.float32) for _ in range(200)]
+    v2a = [nb for nb in batches if nb.video_clean_frames == 3]
+    plain = [nb for nb in batches if nb.video_clean_frames == 0]
+    assert len(v2a) + len(plain) == 200 and 70 < len(v2a) < 130
+    for nb in v2a[:3]:  # the whole video given clean, the audio noised at the batch's (shifted) sigma
+        for x, xs in zip(video, nb.video_in):
+            torch.testing.assert_close(xs, x)
+        assert nb.audio_sigma is None and nb.audio_t is nb.t
+    high = torch.cat([nb.sigma for nb in v2a])
+    assert float(high.median()) > 0.9 > float(torch.cat([nb.sigma for nb in plain]).median())  # shift 30: ~0.97
+    off = objective().prepare(video, audio, text, torch.float32)
+    again = objective(v2a_prob=0.0, v2a_sigma_shift=30.0).prepare(video, audio, text, torch.float32)
+    torch.testing.assert_close(off.sigma, again.sigma)  # at 0 nothing is drawn: old runs keep their random stream
+
+
 @pytest.mark.parametrize("p", [0.0, 1.0])
 def test_text_dropout_extremes(p: float) -> None:
     obj = objective(text_dropout_video=p, text_dropout_audio=p)

@@ -66,6 +66,13 @@ class ObjectiveConfig:
     # clean prefix of `prefix_units` latent frames / audio latents). Clean tokens have t = 0 and no loss.
     mode: str = "t2av"
     prefix_units: int = 1  # extension modes only
+    # t2av only: this share of the batches is a v2a batch (the whole video clean, the audio loss alone) whose
+    # audio sigma is shifted by `v2a_sigma_shift` towards 1. At a shared level neither tower needs the other's
+    # timing (each sees its own events down to sigma ~0.9); with a clean video and a nearly pure-noise audio,
+    # the video is the only source of when, and the audio tower learns to read it (toy world, README: with the
+    # whole audio tower trainable; with its FFNs, time embedding and head frozen it did not).
+    v2a_prob: float = 0.0
+    v2a_sigma_shift: float = 1.0
 
 
 @dataclass
@@ -297,6 +304,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("text_dropout_video", "text_dropout_audio", "first_frame_clean_prob"):
         _probability(f"objective.{name}", getattr(cfg.objective, name))
     _probability("objective.sigma.independent_prob", cfg.objective.sigma.independent_prob)
+    _probability("objective.v2a_prob", cfg.objective.v2a_prob)
+    if cfg.objective.v2a_prob > 0 and cfg.objective.mode != "t2av":
+        raise ValueError(f"objective.v2a_prob mixes v2a batches into t2av training; mode is {cfg.objective.mode!r}")
+    if cfg.objective.v2a_sigma_shift <= 0:
+        raise ValueError(f"objective.v2a_sigma_shift must be > 0, got {cfg.objective.v2a_sigma_shift}")
     if cfg.stage == "fusion" and None in (cfg.objective.loss_weight_video, cfg.objective.loss_weight_audio):
         raise ValueError("fusion needs objective.loss_weight_video and loss_weight_audio (paper: 0.85 / 0.15)")
     if cfg.objective.sigma.shift <= 0:

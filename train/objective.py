@@ -8,7 +8,7 @@ In the fusion stage both modalities share one sigma per sample and get independe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -95,9 +95,13 @@ class FlowMatchingObjective:
         """Noise a batch. ``video``/``audio``: clean latents per sample (None when the stage lacks them);
         ``audio_mask``: [B, L] real audio latents (padding gets no loss), passed through."""
         b = len(text)
-        sigma = sample_sigma(self.cfg.sigma, b, self.generator)
-        audio_sigma = self._audio_sigma(sigma) if video is not None and audio is not None else None
+        v2a_batch = self._v2a_batch(video, audio)
+        sigma_cfg = replace(self.cfg.sigma, shift=self.cfg.v2a_sigma_shift) if v2a_batch else self.cfg.sigma
+        sigma = sample_sigma(sigma_cfg, b, self.generator)
+        audio_sigma = self._audio_sigma(sigma) if video is not None and audio is not None and not v2a_batch else None
         clean_v, clean_a = self.clean_units(video, audio)
+        if v2a_batch:
+            clean_v = max(x.shape[1] for x in video)
         video_in = video_target = audio_in = audio_target = None
         if video is not None:
             pairs = [add_noise(x, float(s), self.generator) for x, s in zip(video, sigma)]
@@ -129,6 +133,13 @@ class FlowMatchingObjective:
             audio_mask=None if audio_mask is None else audio_mask.to(device),
             audio_sigma=audio_sigma,
         )
+
+    def _v2a_batch(self, video: Optional[list[torch.Tensor]], audio: Optional[list[torch.Tensor]]) -> bool:
+        """Whether this t2av batch is one of ``v2a_prob``'s v2a batches; nothing is drawn at probability 0."""
+        p = self.cfg.v2a_prob
+        if p <= 0 or video is None or audio is None:
+            return False
+        return bool(torch.rand(1, generator=self.generator) < p)
 
     def _audio_sigma(self, sigma: torch.Tensor) -> torch.Tensor | None:
         """The audio's sigma [B] with ``independent_prob`` of the samples redrawn, or None (shared). Nothing is drawn

@@ -8,7 +8,8 @@ adherence (kind, count, colours asked for). Writes ``scores.json`` (rows + summa
 ``--condition v2a`` gives the model the held-out clip's video and generates its sound (``a2v``: the audio, and
 generates the picture): the sync figures then measure the generated stream against the real one
 (``--conditioning noised|clean``: how the given stream enters each step, ``ovi.modes``). ``--lora PATH[:scale]``
-generates with an adapter on the model (a toy LoRA, ``configs/train/lora_toy.yaml``).
+generates with an adapter on the model (a toy LoRA, ``configs/train/lora_toy.yaml``). ``--audio-from-video
+true|false`` overrides the preset's second, video-to-audio pass for text prompts.
 
 Clip ``i`` (in name order) is sampled with seed ``i``: with one seed for every caption all clips start from the
 same noise, and the toy models place their sound events by the noise (every clip then had the same onsets), so
@@ -84,11 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conditioning", choices=("noised", "clean"), default="noised",
                    help="with --condition: the given stream noised to each step's level (default) or kept clean")
     p.add_argument("--lora", default="", help="adapter file(s) PATH[:scale], comma-separated, as ovi-generate lora=")
+    p.add_argument("--audio-from-video", choices=("preset", "true", "false"), default="preset",
+                   help="text-to-video: the sound made again from the finished video (ovi-generate audio_from_video=); "
+                        "default: the toy preset's setting")
     a = p.parse_args(argv)
     if a.release:
         if a.prompts is None:
             p.error("--release needs --prompts")
-        generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, conditioning=a.conditioning, lora=a.lora)
+        settings: dict[str, object] = {"conditioning": a.conditioning, "lora": a.lora}
+        if a.condition != "none":  # the given stream's own mode: no second pass
+            settings["audio_from_video"] = False
+        elif a.audio_from_video != "preset":
+            settings["audio_from_video"] = a.audio_from_video == "true"
+        generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, **settings)
     print(json.dumps(score_folder(a.out, a.shuffle_audio), indent=1, default=float))
     return 0
 
