@@ -186,9 +186,6 @@ class OviPipeline:
         text = format_prompt(prompt, self.prompt_style)
         self._check_length(text)
         media = self._load_given(cfg, image, video, audio, extend)
-        if cfg.audio_from_video and media is not None:
-            raise InvalidRequest([f"audio_from_video=true regenerates a generated video's sound; a given {media.mode} "
-                                  "input is generated in its own mode (set audio_from_video=false)"])
 
         embedded = None
         if self.layout.is_leader:  # under SP the leader encodes and broadcasts to its group
@@ -271,7 +268,8 @@ class OviPipeline:
         given = given_inputs(video, audio, extend)
         if not given:
             return None
-        problems = given_media_problems(given, cfg.geometry, cfg.extend_frames, image)
+        problems = given_media_problems(given, cfg.geometry, cfg.extend_frames, image,
+                                        audio_from_video=cfg.audio_from_video)
         if problems:
             raise InvalidRequest(problems)
         (kind, source), = given.items()

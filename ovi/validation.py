@@ -124,9 +124,6 @@ def _finetuning_problems(cfg: InferenceConfig) -> list[str]:
         path, _ = parse_adapter_arg(item.strip())
         if not Path(path).is_file():
             p.append(f"lora: adapter file {path} not found (give PATH[:SCALE], several comma-separated)")
-    if cfg.audio_from_video and (cfg.video or cfg.audio or cfg.extend):
-        p.append("audio_from_video=true regenerates the sound of a generated video; it takes no given "
-                 "--video / --audio / --extend (drop one of them)")
     if cfg.num_frames >= 1 and not 0 <= cfg.extend_frames < cfg.geometry.latent_frames:
         p.append(f"extend_frames={cfg.extend_frames} must be 0 (auto) or 1..{cfg.geometry.latent_frames - 1}: "
                  f"the clean prefix must leave latent frames of the {cfg.geometry.latent_frames} to generate")
@@ -134,12 +131,12 @@ def _finetuning_problems(cfg: InferenceConfig) -> list[str]:
 
 
 def given_media_problems(given: dict, geometry: ClipGeometry, extend_frames: int = 0, image: object = None,
-                         where: str = "") -> list[str]:
+                         where: str = "", audio_from_video: bool = False) -> list[str]:
     """V2A / A2V / extension inputs (``ovi.modes.given_inputs``): one mode at a time, and every file a readable
     medium with the stream its mode needs, long enough for the clip. Reads container headers only."""
     from ovi.modes import extend_latent_frames, required_seconds
 
-    conflict = mode_conflict(list(given), image)
+    conflict = mode_conflict(list(given), image, audio_from_video)
     if conflict:
         return [where + conflict]
     if "extend" in given and extend_latent_frames(geometry, extend_frames) >= geometry.latent_frames:
@@ -155,8 +152,12 @@ def given_media_problems(given: dict, geometry: ClipGeometry, extend_frames: int
     return p
 
 
-def mode_conflict(given_names: list[str], image: object = None) -> str | None:
-    """The line refusing two conditioning modes at once (an image and a given video, say), or None."""
+def mode_conflict(given_names: list[str], image: object = None, audio_from_video: bool = False) -> str | None:
+    """The line refusing two conditioning modes at once (an image and a given video, say; a given medium and
+    ``audio_from_video``, the second pass of a generated video), or None."""
+    if audio_from_video and given_names:
+        return (f"audio_from_video=true regenerates a generated video's sound; it takes no given "
+                f"{' / '.join(f'--{k}' for k in given_names)} (drop it, or set audio_from_video=false)")
     named = [f"--{k}" for k in given_names] + (["--image"] if image is not None and image != "" else [])
     if len(named) < 2:
         return None
@@ -297,7 +298,7 @@ def check_request(cfg: InferenceConfig, jobs: list[Job]) -> list[str]:
 
     given = given_inputs(cfg.video, cfg.audio, cfg.extend)
     if given:
-        problems += given_media_problems(given, cfg.geometry, cfg.extend_frames)
+        problems += given_media_problems(given, cfg.geometry, cfg.extend_frames, audio_from_video=cfg.audio_from_video)
         problems += [f"{job.where}: {c}" for job in jobs if job.image  # a prompts file's image and a given medium
                      for c in [mode_conflict(list(given), job.image)] if c]
     if problems:

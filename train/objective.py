@@ -99,9 +99,7 @@ class FlowMatchingObjective:
         sigma_cfg = replace(self.cfg.sigma, shift=self.cfg.v2a_sigma_shift) if v2a_batch else self.cfg.sigma
         sigma = sample_sigma(sigma_cfg, b, self.generator)
         audio_sigma = self._audio_sigma(sigma) if video is not None and audio is not None and not v2a_batch else None
-        clean_v, clean_a = self.clean_units(video, audio)
-        if v2a_batch:
-            clean_v = max(x.shape[1] for x in video)
+        clean_v, clean_a = self.clean_units(video, audio, "v2a" if v2a_batch else self.cfg.mode)
         video_in = video_target = audio_in = audio_target = None
         if video is not None:
             pairs = [add_noise(x, float(s), self.generator) for x, s in zip(video, sigma)]
@@ -151,10 +149,12 @@ class FlowMatchingObjective:
         redraw = torch.rand(sigma.shape[0], generator=self.generator) < p
         return torch.where(redraw, own, sigma)
 
-    def clean_units(self, video: Optional[list[torch.Tensor]], audio: Optional[list[torch.Tensor]]) -> tuple[int, int]:
-        """(leading video latent frames, leading audio latents) given clean by ``cfg.mode``; a whole modality is
-        its longest sample's length. i2av / t2av draw the first frame's cleanliness per batch."""
-        mode, k = self.cfg.mode, self.cfg.prefix_units
+    def clean_units(self, video: Optional[list[torch.Tensor]], audio: Optional[list[torch.Tensor]],
+                    mode: str) -> tuple[int, int]:
+        """(leading video latent frames, leading audio latents) given clean by this batch's ``mode`` (``cfg.mode``,
+        or v2a for ``v2a_prob``'s batches); a whole modality is its longest sample's length. i2av / t2av draw the
+        first frame's cleanliness per batch."""
+        k = self.cfg.prefix_units
         clean_v = clean_a = 0
         if video is not None and mode in ("t2av", "i2av") and self.cfg.first_frame_clean_prob > 0:
             clean_v = int(bool(torch.rand(1, generator=self.generator) < self.cfg.first_frame_clean_prob))
