@@ -66,6 +66,10 @@ def test_misspelt_and_inconsistent_keys_are_errors() -> None:
         cfg("fusion", "init.fusion=x.safetensors")
     with pytest.raises(ValueError, match="multiples of 32"):
         cfg("fusion", "data.video.height=100")
+    with pytest.raises(ValueError, match="evaluation.every_steps must be >= 1.*evaluation.enabled=false"):
+        cfg("fusion", "evaluation.every_steps=0")  # a modulus in the loop: refused before the run, not at step 1
+    with pytest.raises(ValueError, match="checkpoint.every_steps must be >= 1"):
+        cfg("fusion", "checkpoint.every_steps=-5")
 
 
 def test_fusion_default_trains_attention_only() -> None:

@@ -317,6 +317,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"optim.betas needs two values, got {cfg.optim.betas}")
     if cfg.max_steps < 1 or cfg.data.batch_size < 1 or cfg.engine.gradient_accumulation_steps < 1:
         raise ValueError("max_steps, data.batch_size and engine.gradient_accumulation_steps must be >= 1")
+    for name in ("checkpoint", "logging", "evaluation"):  # a modulus: 0 would fail mid-run, not here
+        if getattr(cfg, name).every_steps < 1:
+            raise ValueError(f"{name}.every_steps must be >= 1, got {getattr(cfg, name).every_steps}"
+                             + (" (evaluation.enabled=false turns it off)" if name == "evaluation" else ""))
     if cfg.data.max_bad_samples < 0 or cfg.engine.max_nonfinite_steps < 0:
         raise ValueError("data.max_bad_samples and engine.max_nonfinite_steps must be >= 0")
     if not cfg.checkpoint.save_frozen and cfg.stage == "audio_pretrain" and not cfg.init.audio_tower and cfg.frozen:
