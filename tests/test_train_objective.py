@@ -10,7 +10,7 @@ import torch
 from ovi.flow import FLOW
 from ovi.sampling import make_scheduler
 from train.config import ObjectiveConfig, SigmaConfig
-from train.objective import FlowMatchingObjective, add_noise, combine_losses, sample_sigma
+from train.objective import FlowMatchingObjective, add_noise, combine_losses, onset_weights, sample_sigma
 
 NULL = torch.full((3, 4096), 7.0)
 
@@ -110,6 +110,31 @@ def test_v2a_prob_makes_that_share_of_batches_v2a_with_shifted_audio_sigma() -> 
     off = objective().prepare(video, audio, text, torch.float32)
     again = objective(v2a_prob=0.0, v2a_sigma_shift=30.0).prepare(video, audio, text, torch.float32)
     torch.testing.assert_close(off.sigma, again.sigma)  # at 0 nothing is drawn: old runs keep their random stream
+
+
+def test_onset_weights_peak_where_a_sound_starts() -> None:
+    quiet = torch.full((40, 80), -1.0)
+    assert torch.equal(onset_weights(quiet, 4.0), torch.ones(40))  # no onset: plain MSE
+    loud = quiet.clone()
+    loud[10:20] = 2.0  # a sound from latent 10 to 19: one rise, at 10 (the fall at 20 is no onset)
+    w = onset_weights(loud, 4.0)
+    assert float(w.mean()) == pytest.approx(1.0)
+    assert int(w.argmax()) == 10 and w[9] == w[11] and float(w[9]) == pytest.approx(float(w[10] + w[0]) / 2)  # spread half to each side
+    assert float(w[20]) == pytest.approx(float(w[0]))  # the fall weighs as the background
+    assert float(w[10] / w[0]) == pytest.approx(1 + 4.0 * 40 / 2, rel=1e-4)  # 1 + strength x onset / mean onset (1 + 0.5 + 0.5 = 2)
+
+
+def test_audio_onset_weight_reaches_the_batch_and_changes_no_draw() -> None:
+    audio = [torch.randn(16, 20) for _ in range(2)]
+    text = [torch.ones(2, 4096)] * 2
+    plain = objective().prepare(None, audio, text, torch.float32)
+    weighted = objective(audio_onset_weight=4.0).prepare(None, audio, text, torch.float32)
+    assert plain.audio_weight is None
+    for x, w in zip(audio, weighted.audio_weight):
+        torch.testing.assert_close(w, onset_weights(x, 4.0))
+    torch.testing.assert_close(weighted.sigma, plain.sigma)  # same random stream: only the loss changes
+    for a, b in zip(weighted.audio_in, plain.audio_in):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("p", [0.0, 1.0])

@@ -66,6 +66,12 @@ def test_stream_mse_is_token_weighted_over_unpadded_samples(fusion: FusionModel)
     target = [torch.ones(2, 20), torch.full((6, 20), 2.0)]
     stream = Stream(pred, torch.tensor([1, 1]), [torch.zeros(1, 4096)] * 2)
     assert float(stream_mse(fusion.audio_model, pred, target, stream)) == pytest.approx((2 * 20 + 6 * 20 * 4) / (8 * 20))
+    weights = [torch.tensor([3.0, 1.0]), torch.ones(6)]  # the first latent's error counts 3 times
+    weighted = (3 * 20 + 20 + 6 * 20 * 4) / (8 * 20)
+    assert float(stream_mse(fusion.audio_model, pred, target, stream, weights)) == pytest.approx(weighted)
+    masked = Stream(pred, torch.tensor([1, 1]), [torch.zeros(1, 4096)] * 2,
+                    loss_mask=torch.tensor([[False, True, False, False, False, False], [True] * 6]))
+    assert float(stream_mse(fusion.audio_model, pred, target, masked, weights)) == pytest.approx((20 + 6 * 20 * 4) / (7 * 20))
 
 
 def test_token_counts_and_flops_come_from_the_towers(fusion: FusionModel) -> None:

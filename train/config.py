@@ -73,6 +73,10 @@ class ObjectiveConfig:
     # whole audio tower trainable; with its FFNs, time embedding and head frozen it did not).
     v2a_prob: float = 0.0
     v2a_sigma_shift: float = 1.0
+    # > 0: each audio latent's squared error is weighted by 1 + this x its rise in mean level (the clean latent's
+    # onset strength, normalised per clip; weights averaged to 1), so the few latents where a sound starts (the
+    # part of the audio only the video can time) weigh more than the texture between them. 0: plain MSE.
+    audio_onset_weight: float = 0.0
 
 
 @dataclass
@@ -307,6 +311,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _probability("objective.v2a_prob", cfg.objective.v2a_prob)
     if cfg.objective.v2a_prob > 0 and cfg.objective.mode != "t2av":
         raise ValueError(f"objective.v2a_prob mixes v2a batches into t2av training; mode is {cfg.objective.mode!r}")
+    if cfg.objective.audio_onset_weight < 0:
+        raise ValueError(f"objective.audio_onset_weight must be >= 0 (0: plain MSE), got {cfg.objective.audio_onset_weight}")
     if cfg.objective.v2a_sigma_shift <= 0:
         raise ValueError(f"objective.v2a_sigma_shift must be > 0, got {cfg.objective.v2a_sigma_shift}")
     if cfg.stage == "fusion" and None in (cfg.objective.loss_weight_video, cfg.objective.loss_weight_audio):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from ovi.flow import FLOW
 from train.config import ObjectiveConfig, SigmaConfig
@@ -42,6 +43,16 @@ def add_noise(
     return FLOW.noise(x, eps, sigma), FLOW.velocity(x, eps)
 
 
+def onset_weights(audio: torch.Tensor, strength: float) -> torch.Tensor:
+    """Loss weights [L] for a clean audio latent [L, C]: 1 + ``strength`` x its onset strength (the rise of the
+    channel-mean level from the previous latent, spread over the latents either side), averaged to 1."""
+    rise = (audio[1:].float() - audio[:-1].float()).mean(dim=1).clamp(min=0)  # [L-1]
+    onset = torch.cat([rise.new_zeros(1), rise])
+    onset = F.conv1d(onset[None, None], onset.new_tensor([[[0.5, 1.0, 0.5]]]), padding=1)[0, 0]
+    w = 1 + strength * onset / (onset.mean() + 1e-6)
+    return w / w.mean()
+
+
 @dataclass
 class NoisedBatch:
     """Model inputs and targets for one micro-batch. Lists hold one tensor per sample."""
@@ -58,6 +69,7 @@ class NoisedBatch:
     audio_clean_latents: int = 0  # leading audio latents kept clean (a2v: all, audio extension: a prefix)
     audio_mask: Optional[torch.Tensor] = None  # [B, L] bool, True on real latents of padded short clips; None: all
     audio_sigma: Optional[torch.Tensor] = None  # [B] the audio's own sigma where drawn independently; None: sigma
+    audio_weight: Optional[list[torch.Tensor]] = None  # [L] per-latent loss weights (audio_onset_weight); None: 1
 
     @property
     def audio_t(self) -> torch.Tensor:
@@ -130,6 +142,8 @@ class FlowMatchingObjective:
             audio_clean_latents=clean_a,
             audio_mask=None if audio_mask is None else audio_mask.to(device),
             audio_sigma=audio_sigma,
+            audio_weight=None if audio is None or self.cfg.audio_onset_weight <= 0 else
+            [onset_weights(x, self.cfg.audio_onset_weight).to(device) for x in audio],
         )
 
     def _v2a_batch(self, video: Optional[list[torch.Tensor]], audio: Optional[list[torch.Tensor]]) -> bool:

@@ -28,11 +28,13 @@ class StepOutput:
     parts: dict[str, torch.Tensor] = field(default_factory=dict)  # per-modality losses, detached for logging
 
 
-def stream_mse(tower: Tower, pred: list[torch.Tensor], target: list[torch.Tensor], stream: Stream) -> torch.Tensor:
+def stream_mse(tower: Tower, pred: list[torch.Tensor], target: list[torch.Tensor], stream: Stream,
+               weights: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Mean squared error over every trained element of every sample (token-weighted), in fp32.
 
     Padding never enters (the model returns each sample at its own size). With a loss mask only the masked
     tokens count: predictions and targets are cut into the tower's patches and the mask selects rows.
+    ``weights``: per-token weights [num_tokens] per sample (the audio's onset weights), else all 1.
     """
     sq_sum = torch.zeros((), device=target[0].device)
     count = 0
@@ -40,9 +42,15 @@ def stream_mse(tower: Tower, pred: list[torch.Tensor], target: list[torch.Tensor
         if p.shape != y.shape:
             raise ValueError(f"prediction shape {tuple(p.shape)} != target shape {tuple(y.shape)}")
         p, y = p.float(), y.float()
-        if stream.loss_mask is not None:
-            keep = stream.loss_mask[i, : tower.num_tokens(y)].to(y.device)
-            p, y = tower.patchify(p)[keep], tower.patchify(y)[keep]
+        w = None if weights is None else weights[i].to(y.device)
+        keep = None if stream.loss_mask is None else stream.loss_mask[i, : tower.num_tokens(y)].to(y.device)
+        if keep is not None or w is not None:
+            p, y = tower.patchify(p), tower.patchify(y)  # [tokens, D]
+        if w is not None:  # sqrt: the weight multiplies the squared error
+            root = w.sqrt()[:, None]
+            p, y = p * root, y * root
+        if keep is not None:
+            p, y = p[keep], y[keep]
         sq_sum = sq_sum + torch.nn.functional.mse_loss(p, y, reduction="sum")
         count += y.numel()
     return sq_sum / max(count, 1)
@@ -92,7 +100,8 @@ class Strategy:
         targets = {"video": nb.video_target, "audio": nb.audio_target}
         # A wholly clean modality (v2a's video, a2v's audio) has no loss: the other one's is the whole loss.
         trained = [m for m in self.modalities if streams[m].loss_mask is None or bool(streams[m].loss_mask.any())]
-        parts = {m: stream_mse(towers[m], preds[m], targets[m], streams[m]) for m in trained}
+        weights = {"audio": nb.audio_weight}
+        parts = {m: stream_mse(towers[m], preds[m], targets[m], streams[m], weights.get(m)) for m in trained}
         loss = combine_losses(self.cfg.objective, parts.get("video"), parts.get("audio"))
         return StepOutput(loss, {f"loss_{m}": v.detach() for m, v in parts.items()})
 
