@@ -119,9 +119,11 @@ def test_onset_weights_peak_where_a_sound_starts() -> None:
     loud[10:20] = 2.0  # a sound from latent 10 to 19: one rise, at 10 (the fall at 20 is no onset)
     w = onset_weights(loud, 4.0)
     assert float(w.mean()) == pytest.approx(1.0)
-    assert int(w.argmax()) == 10 and w[9] == w[11] and float(w[9]) == pytest.approx(float(w[10] + w[0]) / 2)  # spread half to each side
+    assert int(w.argmax()) == 10 and w[9] == w[11]
+    assert float(w[9]) == pytest.approx(float(w[10] + w[0]) / 2)  # the onset spread half to each side
     assert float(w[20]) == pytest.approx(float(w[0]))  # the fall weighs as the background
-    assert float(w[10] / w[0]) == pytest.approx(1 + 4.0 * 40 / 2, rel=1e-4)  # 1 + strength x onset / mean onset (1 + 0.5 + 0.5 = 2)
+    # 1 + strength x onset / mean onset: the one onset (3, spread 1.5 either side) sums to 6 over 40 latents
+    assert float(w[10] / w[0]) == pytest.approx(1 + 4.0 * 3 / (6 / 40), rel=1e-4)
 
 
 def test_audio_onset_weight_reaches_the_batch_and_changes_no_draw() -> None:
