@@ -298,7 +298,8 @@ def check_request(cfg: InferenceConfig, jobs: list[Job]) -> list[str]:
 
     given = given_inputs(cfg.video, cfg.audio, cfg.extend)
     if given:
-        problems += given_media_problems(given, cfg.geometry, cfg.extend_frames, audio_from_video=cfg.audio_from_video)
+        problems += given_media_problems(given, cfg.geometry, cfg.extend_frames,
+                                         audio_from_video=cfg.audio_from_video)
         problems += [f"{job.where}: {c}" for job in jobs if job.image  # a prompts file's image and a given medium
                      for c in [mode_conflict(list(given), job.image)] if c]
     if problems:

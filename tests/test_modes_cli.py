@@ -7,8 +7,8 @@ generated one has the clip's length, the given latents reach the model, and bad 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

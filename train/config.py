@@ -311,11 +311,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _probability("objective.v2a_prob", cfg.objective.v2a_prob)
     if cfg.objective.v2a_prob > 0 and cfg.objective.mode != "t2av":
         raise ValueError(f"objective.v2a_prob mixes v2a batches into t2av training; mode is {cfg.objective.mode!r}")
+    if cfg.objective.v2a_sigma_shift <= 0:
+        raise ValueError(f"objective.v2a_sigma_shift must be > 0, got {cfg.objective.v2a_sigma_shift}")
     if cfg.objective.audio_onset_weight < 0:
         raise ValueError(f"objective.audio_onset_weight must be >= 0 (0: plain MSE), "
                          f"got {cfg.objective.audio_onset_weight}")
-    if cfg.objective.v2a_sigma_shift <= 0:
-        raise ValueError(f"objective.v2a_sigma_shift must be > 0, got {cfg.objective.v2a_sigma_shift}")
     if cfg.stage == "fusion" and None in (cfg.objective.loss_weight_video, cfg.objective.loss_weight_audio):
         raise ValueError("fusion needs objective.loss_weight_video and loss_weight_audio (paper: 0.85 / 0.15)")
     if cfg.objective.sigma.shift <= 0:
