@@ -215,9 +215,21 @@ class InferenceConfig:
     extend: str = ""
     extend_frames: int = 0
     # After the joint pass, generate the sound again from the finished video (V2A with the video clean, same
-    # seed and noise), so its events can follow the picture's. Only for weights fine-tuned on clean-video
-    # batches (train objective.mode=v2a or v2a_prob); the release's were not. Twice the denoising.
+    # seed and noise), so its events can follow the picture's; with checkpoints.v2a, on those weights. Only for
+    # weights fine-tuned on clean-video batches (train objective.mode=v2a or v2a_prob); the release's were not.
+    # Twice the denoising. Text and image prompts only (given media have no joint pass).
     audio_from_video: bool = False
+    # Sync guidance (ovi/sync_guidance.py) of the stream made beside a whole given one (V2A, A2V, the
+    # audio_from_video pass): v + scale * (v - v with the partner moved shift_s seconds in time). 0: off; > 0 costs
+    # twice the model calls of that pass.
+    sync_guidance_scale: float = 0.0
+    sync_guidance_shift_s: float = 1.0
+
+    @property
+    def v2a_weights_used(self) -> bool:
+        """``checkpoints.v2a`` is read: it is set and sound is made from a clean video here (the audio_from_video
+        pass, or V2A with conditioning=clean)."""
+        return bool(self.checkpoints.v2a) and (self.audio_from_video or self.conditioning == "clean")
 
     @property
     def geometry(self) -> ClipGeometry:

@@ -34,6 +34,7 @@ from ovi.geometry import (AUDIO_SAMPLES_PER_LATENT, FPS, SAMPLE_RATE, VAE_TEMPOR
                           audio_latents_for_seconds)
 from ovi.imaging import frames_to_pixels, i2v_size, resize_frames
 from ovi.models.stream import Stream, clean_prefix_timesteps
+from ovi.sync_guidance import SyncGuidance, moved_in_time, sync_guided
 
 CONDITIONINGS = ("clean", "noised")
 
@@ -107,12 +108,21 @@ def given_velocity(inner: VelocityFn, given: Given, conditioning: str, seed: int
 
 def denoise_given(model, video_noise: torch.Tensor, audio_noise: torch.Tensor, text, cfg, given: Given,  # noqa: ANN001
                   conditioning: str = "noised", seed: int = 0, progress: bool = True, speed=None,  # noqa: ANN001
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The release's guided sampling with ``given`` kept: (video latent, audio latent), the given part exact."""
+                  sync: SyncGuidance | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The release's guided sampling with ``given`` kept: (video latent, audio latent), the given part exact.
+    ``sync``: sync guidance (ovi.sync_guidance) of the stream generated beside a whole given one."""
     from ovi.denoise import guided_velocity, sample
 
-    net = CleanTokens(model, given) if conditioning == "clean" else model
-    velocity = given_velocity(guided_velocity(net, text, cfg, speed=speed), given, conditioning, seed)
+    def velocity_beside(g: Given) -> VelocityFn:
+        net = CleanTokens(model, g) if conditioning == "clean" else model
+        return given_velocity(guided_velocity(net, text, cfg, speed=speed), g, conditioning, seed)
+
+    velocity = velocity_beside(given)
+    whole_video, whole_audio = given.video_units == video_noise.shape[1], given.audio_units == audio_noise.shape[0]
+    if sync is not None and sync.active and (whole_video or whole_audio):
+        v, a = moved_in_time(given.video if whole_video else None, given.audio if whole_audio else None, sync.shift_s)
+        moved = Given(v if whole_video else given.video, a if whole_audio else given.audio)
+        velocity = sync_guided(velocity, velocity_beside(moved), sync.scale, video=whole_audio, audio=whole_video)
     x_v, x_a = sample(velocity, video_noise, audio_noise, cfg.solver, cfg.num_steps, cfg.shift, progress=progress)
     return given.pin(x_v, x_a)
 

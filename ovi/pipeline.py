@@ -22,15 +22,19 @@ from ovi.denoise import Conditioning, GuidanceConfig, SpeedConfig, denoise
 from ovi.imaging import ImageInput, first_frame, t2v_size
 from ovi.modes import Given, GivenMedia, MediaSource, denoise_given, given_inputs, load_given, write_back
 from ovi.parallel.groups import ParallelLayout, broadcast_tensors, sequence_parallel_layout
+from ovi.pass_weights import PassWeights
 from ovi.prompts import format_prompt, style_for_checkpoint, validate_prompt
-from ovi.validation import InvalidRequest, ModelFacts, given_media_problems, resolve_seed, settings_problems
+from ovi.sync_guidance import SyncGuidance
+from ovi.validation import (InvalidRequest, ModelFacts, given_media_problems, pass_weights_conflict, resolve_seed,
+                            settings_problems)
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 # InferenceConfig fields that OviPipeline.generate takes per call (the rest shape the loaded models).
 PER_CALL_SETTINGS = ("height", "width", "aspect_ratio", "solver", "num_steps", "shift", "video_guidance_scale",
-                     "audio_guidance_scale", "slg_layer", "video_negative_prompt", "audio_negative_prompt")
+                     "audio_guidance_scale", "slg_layer", "video_negative_prompt", "audio_negative_prompt",
+                     "sync_guidance_scale", "sync_guidance_shift_s")
 
 
 @dataclass
@@ -62,6 +66,7 @@ class OviPipeline:
             from ovi.lora import load_adapters, parse_adapter_arg
 
             load_adapters(self.c.model, [parse_adapter_arg(x.strip()) for x in cfg.lora.split(",") if x.strip()])
+        self.pass_weights = self._load_pass_weights()
         self._apply_memory_tiers()
         self.layout = self._apply_sequence_parallel()
         if not cfg.cpu_offload:
@@ -98,6 +103,22 @@ class OviPipeline:
         self.text_to_image = TextToImage.from_pretrained(
             self.cfg.t2i_model, self.device, self.dtype, self.cfg.cpu_offload, steps=self.cfg.t2i_steps,
             guidance_scale=self.cfg.t2i_guidance_scale, area=self.cfg.t2i_area)
+
+    def _load_pass_weights(self) -> PassWeights | None:
+        """The V2A weights (``checkpoints.v2a``), when this pipeline makes sound from a clean video."""
+        cfg = self.cfg
+        if not cfg.v2a_weights_used:
+            return None
+        conflict = pass_weights_conflict(cfg)
+        if conflict:
+            raise InvalidRequest([conflict])
+        path = cfg.checkpoints.resolve("v2a")
+        logger.info("sound from a clean video (audio_from_video, V2A) with the weights of %s", path)
+        return PassWeights.from_file(self.c.model, path)
+
+    def _v2a_weights(self, clean_video: bool) -> contextlib.AbstractContextManager:
+        """The V2A weights in place while sound is made beside a clean video; otherwise the model as loaded."""
+        return self.pass_weights.applied() if clean_video and self.pass_weights else contextlib.nullcontext()
 
     def _apply_memory_tiers(self) -> None:
         """Weight quantisation, per-block compile and block streaming of the fusion model (InferenceConfig's
@@ -225,7 +246,10 @@ class OviPipeline:
         audio_noise = noise((geometry.audio_latents, self.c.model.cfg.audio.in_dim))
         guide = GuidanceConfig(cfg.solver, cfg.num_steps, cfg.shift, cfg.video_guidance_scale,
                                cfg.audio_guidance_scale, max(cfg.slg_layer, 0))  # -1 = off, as the reference
+        sync = SyncGuidance(cfg.sync_guidance_scale, cfg.sync_guidance_shift_s)
         logger.info("denoising %dx%d, %d frames, seed %d", height, width, geometry.num_frames, seed)
+        # Sound made beside a clean video (the second pass, or V2A given clean): the V2A weights, if any, do it.
+        clean_video = cfg.audio_from_video if media is None else media.mode == "v2a" and cfg.conditioning == "clean"
         with self._on_device(self.c.model) as model:
             speed = SpeedConfig(batch_cfg=cfg.batch_cfg, step_cache=cfg.step_cache)
             if given is None:
@@ -233,11 +257,13 @@ class OviPipeline:
                                                      progress, speed)
                 if cfg.audio_from_video:  # second pass: the finished video given clean, its sound made again
                     finished = Given(video=video_latent)
-                    audio_latent = denoise_given(model, video_noise, audio_noise, cond, guide, finished, "clean",
-                                                 seed, progress, speed)[1]
+                    with self._v2a_weights(clean_video):
+                        audio_latent = denoise_given(model, video_noise, audio_noise, cond, guide, finished, "clean",
+                                                     seed, progress, speed, sync)[1]
             else:
-                video_latent, audio_latent = denoise_given(model, video_noise, audio_noise, cond, guide, given,
-                                                           cfg.conditioning, seed, progress, speed)
+                with self._v2a_weights(clean_video):
+                    video_latent, audio_latent = denoise_given(model, video_noise, audio_noise, cond, guide, given,
+                                                               cfg.conditioning, seed, progress, speed, sync)
 
         if not self.layout.is_leader:
             return None  # the SP group's leader decodes and returns the sample
@@ -252,8 +278,9 @@ class OviPipeline:
             video, audio = write_back(media, video, audio)
         settings_used = {name: getattr(cfg, name) for name in PER_CALL_SETTINGS}
         settings_used.update(variant=cfg.variant, prompt_style=self.prompt_style, num_frames=geometry.num_frames,
-                             audio_from_video=cfg.audio_from_video, area=cfg.area, video_height=height,
-                             video_width=width, t2i_model=cfg.t2i_model or None,
+                             audio_from_video=cfg.audio_from_video and media is None, area=cfg.area,
+                             v2a_weights=self.pass_weights.source if clean_video and self.pass_weights else None,
+                             video_height=height, video_width=width, t2i_model=cfg.t2i_model or None,
                              mode="i2v" if made_image is None and image is not None else
                              "t2i2v" if made_image is not None else media.mode if media is not None else "t2v")
         if media is not None:
@@ -268,8 +295,7 @@ class OviPipeline:
         given = given_inputs(video, audio, extend)
         if not given:
             return None
-        problems = given_media_problems(given, cfg.geometry, cfg.extend_frames, image,
-                                        audio_from_video=cfg.audio_from_video)
+        problems = given_media_problems(given, cfg.geometry, cfg.extend_frames, image)
         if problems:
             raise InvalidRequest(problems)
         (kind, source), = given.items()

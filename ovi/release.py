@@ -93,6 +93,10 @@ class CheckpointPaths:
     tokenizer: str = TOKENIZER.local
     audio_vae: str = AUDIO_VAE.local
     vocoder: str = VOCODER.local
+    # Not a release file: weights trained to make sound from a clean video (objective.mode=v2a), swapped in
+    # whenever a clean video is given (ovi.pass_weights; the toy ships a V2A-tuned audio tower). Empty: the fusion
+    # file's own weights do it.
+    v2a: str = ""
 
     def resolve(self, name: str, variant: str | None = None) -> Path:
         value = getattr(self, name)
@@ -111,8 +115,11 @@ class CheckpointPaths:
         return shipped if not here.exists() and not Path(self.root).is_absolute() and shipped.exists() else here
 
 
+# CheckpointPaths fields that name files a generation may use but the release does not have (empty: unused).
+OPTIONAL_FIELDS = ("v2a",)
+V2A_WEIGHTS_HINT = "fix checkpoints.v2a, or set it empty to make the sound with the fusion file's weights"
 # CheckpointPaths fields that name release files (``root`` is not one).
-CHECKPOINT_FIELDS = tuple(f.name for f in fields(CheckpointPaths) if f.name != "root")
+CHECKPOINT_FIELDS = tuple(f.name for f in fields(CheckpointPaths) if f.name not in ("root", *OPTIONAL_FIELDS))
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,7 @@ class _GenerationConfig(Protocol):  # the fields of ovi.config.InferenceConfig r
     checkpoints: CheckpointPaths
     variant: str
     random_weights: bool
+    v2a_weights_used: bool
 
 
 def download_command(variant: str, fp8: bool = False, root: str | Path = DEFAULT_ROOT) -> str:
@@ -201,6 +209,10 @@ def missing_release_files(cfg: _GenerationConfig) -> list[tuple[Path, str]]:
         hub, root = found
         if not ReleaseFile(hub, path).is_present():
             missing.append((path, download_command(variant, fp8, root)))
+    if cfg.v2a_weights_used:
+        path = ckpt.resolve("v2a")
+        if not path.is_file():
+            missing.append((path, f"the V2A weights (checkpoints.v2a): {V2A_WEIGHTS_HINT}"))
     return missing
 
 

@@ -67,6 +67,7 @@ def settings_problems(cfg: InferenceConfig, facts: ModelFacts | None = None) -> 
     from ovi.models.quant import QUANTIZE_MODES
 
     p = []
+    frames_ok = cfg.num_frames >= 1 and (cfg.num_frames - 1) % VAE_TEMPORAL_FACTOR == 0
     if cfg.solver not in SOLVERS:
         p.append(f"solver={cfg.solver!r} is unknown; choose one of {', '.join(SOLVERS)}")
     if cfg.attention_backend not in BACKENDS:
@@ -89,6 +90,11 @@ def settings_problems(cfg: InferenceConfig, facts: ModelFacts | None = None) -> 
     for name in ("video_guidance_scale", "audio_guidance_scale"):
         if getattr(cfg, name) < 0:
             p.append(f"{name}={getattr(cfg, name)} must be >= 0 (1 = no guidance)")
+    if cfg.sync_guidance_scale < 0:
+        p.append(f"sync_guidance_scale={cfg.sync_guidance_scale} must be >= 0 (0 turns it off)")
+    if cfg.sync_guidance_scale > 0 and frames_ok and not 0 < cfg.sync_guidance_shift_s < cfg.geometry.duration_s:
+        p.append(f"sync_guidance_shift_s={cfg.sync_guidance_shift_s} must be between 0 and the clip's "
+                 f"{cfg.geometry.duration_s:.2f} s (1.0 moves the partner one second)")
     if facts is not None and not -1 <= cfg.slg_layer < facts.num_layers:
         p.append(f"slg_layer={cfg.slg_layer} out of range; use 1..{facts.num_layers - 1}, or 0 / -1 to turn it off")
     if cfg.area <= 0:
@@ -97,7 +103,7 @@ def settings_problems(cfg: InferenceConfig, facts: ModelFacts | None = None) -> 
         p.append(f"aspect_ratio={list(cfg.aspect_ratio)} must be two positive numbers [width, height], e.g. [16, 9]")
     if (cfg.height > 0) != (cfg.width > 0) or min(cfg.height, cfg.width) < 0:
         p.append(f"height={cfg.height} width={cfg.width}: give both as positive numbers (or both 0 to use aspect_ratio)")
-    if cfg.num_frames < 1 or (cfg.num_frames - 1) % VAE_TEMPORAL_FACTOR:
+    if not frames_ok:
         p.append(f"num_frames={cfg.num_frames} must be 4k+1 (the video VAE's 4x time stride) so audio and video "
                  f"lengths agree; e.g. 121 (5 s) or 241 (10 s)")
     if cfg.num_samples < 1:
@@ -108,6 +114,16 @@ def settings_problems(cfg: InferenceConfig, facts: ModelFacts | None = None) -> 
         p.append(f"t2i_area={cfg.t2i_area} and t2i_steps={cfg.t2i_steps} must be >= 1")
     p += _finetuning_problems(cfg)
     return p
+
+
+def pass_weights_conflict(cfg: InferenceConfig) -> str | None:
+    """V2A weights (ovi.pass_weights) swap parameter storage; quantisation and block streaming replace or move
+    that storage, so they do not go together."""
+    if cfg.v2a_weights_used and (cfg.quantize != "none" or cfg.offload_blocks):
+        return (f"checkpoints.v2a (V2A weights) cannot be combined with quantize={cfg.quantize} / "
+                f"offload_blocks={cfg.offload_blocks}; set quantize=none offload_blocks=0, or checkpoints.v2a= to "
+                "make the sound with the fusion file's weights")
+    return None
 
 
 def _finetuning_problems(cfg: InferenceConfig) -> list[str]:
@@ -127,16 +143,18 @@ def _finetuning_problems(cfg: InferenceConfig) -> list[str]:
     if cfg.num_frames >= 1 and not 0 <= cfg.extend_frames < cfg.geometry.latent_frames:
         p.append(f"extend_frames={cfg.extend_frames} must be 0 (auto) or 1..{cfg.geometry.latent_frames - 1}: "
                  f"the clean prefix must leave latent frames of the {cfg.geometry.latent_frames} to generate")
+    conflict = pass_weights_conflict(cfg)
+    p += [conflict] if conflict else []
     return p
 
 
 def given_media_problems(given: dict, geometry: ClipGeometry, extend_frames: int = 0, image: object = None,
-                         where: str = "", audio_from_video: bool = False) -> list[str]:
+                         where: str = "") -> list[str]:
     """V2A / A2V / extension inputs (``ovi.modes.given_inputs``): one mode at a time, and every file a readable
     medium with the stream its mode needs, long enough for the clip. Reads container headers only."""
     from ovi.modes import extend_latent_frames, required_seconds
 
-    conflict = mode_conflict(list(given), image, audio_from_video)
+    conflict = mode_conflict(list(given), image)
     if conflict:
         return [where + conflict]
     if "extend" in given and extend_latent_frames(geometry, extend_frames) >= geometry.latent_frames:
@@ -152,12 +170,9 @@ def given_media_problems(given: dict, geometry: ClipGeometry, extend_frames: int
     return p
 
 
-def mode_conflict(given_names: list[str], image: object = None, audio_from_video: bool = False) -> str | None:
-    """The line refusing two conditioning modes at once (an image and a given video, say; a given medium and
-    ``audio_from_video``, the second pass of a generated video), or None."""
-    if audio_from_video and given_names:
-        return (f"audio_from_video=true regenerates a generated video's sound; it takes no given "
-                f"{' / '.join(f'--{k}' for k in given_names)} (drop it, or set audio_from_video=false)")
+def mode_conflict(given_names: list[str], image: object = None) -> str | None:
+    """The line refusing two conditioning modes at once (an image and a given video, say), or None.
+    ``audio_from_video`` is no mode: it applies to text and image prompts, and given media have no joint pass."""
     named = [f"--{k}" for k in given_names] + (["--image"] if image is not None and image != "" else [])
     if len(named) < 2:
         return None
@@ -298,8 +313,7 @@ def check_request(cfg: InferenceConfig, jobs: list[Job]) -> list[str]:
 
     given = given_inputs(cfg.video, cfg.audio, cfg.extend)
     if given:
-        problems += given_media_problems(given, cfg.geometry, cfg.extend_frames,
-                                         audio_from_video=cfg.audio_from_video)
+        problems += given_media_problems(given, cfg.geometry, cfg.extend_frames)
         problems += [f"{job.where}: {c}" for job in jobs if job.image  # a prompts file's image and a given medium
                      for c in [mode_conflict(list(given), job.image)] if c]
     if problems:

@@ -1,6 +1,8 @@
 """The toy recipe end to end with the real tools (``ovi-toy rebuild --quick``): world -> ovi-data shards ->
-codecs -> precompute -> stage 1 (pretrain, finetune) -> stage 2 -> a release folder that the generation
-pipeline loads and samples; a second run resumes by skipping every finished phase."""
+codecs -> precompute -> stage 1 (pretrain, finetune) -> stage 2 -> stage 3 (the second pass's V2A-tuned audio
+tower) -> a release folder that the generation pipeline loads and samples as the toy preset does (joint pass,
+then the sound again from the video on the stage-3 weights); a second run resumes by skipping every finished
+phase."""
 from __future__ import annotations
 
 import json
@@ -15,7 +17,7 @@ from ovi.toy.evaluate import toy_config
 from ovi.toy.rebuild import QUICK
 
 RELEASE_FILES = ("fusion.safetensors", "video_codec.json", "audio_codec.json", "text_encoder/config.json",
-                 "tokenizer/tokenizer.json", "griffin_lim.json")
+                 "tokenizer/tokenizer.json", "griffin_lim.json", "v2a.safetensors")
 
 
 @pytest.mark.slow
@@ -35,13 +37,18 @@ def test_quick_rebuild_makes_a_release_the_pipeline_samples(tmp_path, monkeypatc
             safe_open(str(release / "fusion.safetensors"), "pt") as f:
         assert np.array_equal(a.get_tensor(key).float().numpy(), f.get_tensor(f"audio_model.{key}").float().numpy())
     times = json.loads((out / "phase_times.json").read_text())
-    assert {"world", "shards", "codecs", "latents", "stage 1", "stage 2"} <= set(times)
+    assert {"world", "shards", "codecs", "latents", "stage 1", "stage 2", "stage 3"} <= set(times)
+    with safe_open(str(release / "v2a.safetensors"), "pt") as p, \
+            safe_open(str(release / "fusion.safetensors"), "pt") as f:  # the audio tower alone, in the model's shapes
+        assert set(p.keys()) == {k for k in f.keys() if k.startswith("audio_model.")}
+        assert all(p.get_slice(k).get_shape() == f.get_slice(k).get_shape() for k in p.keys())
 
     from ovi.pipeline import OviPipeline
 
     pipe = OviPipeline.from_config(toy_config(release, num_steps=2))
     g = pipe.generate("Two red balls bounce on a grey floor. Audio: sharp knocks on every bounce.", progress=False)
     assert tuple(g.video.shape) == (3, 121, 64, 64) and g.audio.numel() == 157 * 512
+    assert g.settings["audio_from_video"] and g.settings["audio_from_video_weights"].endswith("v2a.safetensors")
     assert np.isfinite(g.video.numpy()).all() and np.isfinite(g.audio.numpy()).all()
 
     # Killed and restarted: every phase is complete, so nothing runs again.

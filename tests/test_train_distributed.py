@@ -233,6 +233,19 @@ def test_fusion_export_loads_in_the_release_format_and_samples(runs) -> None:
     assert meta["stage"] == "fusion" and meta["world_size"] == 2
 
 
+def test_export_only_writes_the_matching_tensors_of_the_full_export(runs, tmp_path) -> None:
+    from train.export import export_checkpoint
+
+    step = runs["fusion_z2"].dir / "checkpoints/step_000002"
+    full = export_checkpoint(step, tmp_path / "full.safetensors", torch.float32)
+    part = export_checkpoint(step, tmp_path / "audio.safetensors", torch.float32, only=["audio_model.*"])
+    full, part = load_file(full), load_file(part)
+    assert set(part) == {k for k in full if k.startswith("audio_model.")} and part
+    assert all(torch.equal(part[k], full[k]) for k in part)
+    with pytest.raises(ValueError, match="matches no tensor"):
+        export_checkpoint(step, tmp_path / "none.safetensors", only=["nope.*"])
+
+
 def build_peaks(run: Run) -> list[float]:
     """Per rank: peak host memory of the model build, as a fraction of the whole model's parameters."""
     return [float(x) for x in re.findall(r"rank \d: build peak \+\d+ MiB host \(([\d.]+) x the", run.log)]

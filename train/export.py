@@ -9,6 +9,8 @@ Usage::
 
     python -m train.export runs/fusion/checkpoints [--tag step_010000] --out ovi_finetuned.safetensors [--dtype bf16]
         [--ema]                      the EMA of the trainable weights instead of the raw ones
+        [--only 'audio_model.*']     only the tensors whose names match (glob, repeatable): e.g. a V2A-tuned
+                                     audio tower as the second-pass weights of generation (ovi.pass_weights)
 
 A LoRA run's export is its adapter alone (``<out stem>_lora.safetensors``, fp32, with its metadata) plus the
 base with that adapter merged (``out``); ``python -m ovi.lora merge`` merges any adapter into any base file.
@@ -16,11 +18,12 @@ base with that adapter merged (``out``); ``python -m ovi.lora merge`` merges any
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 from dataclasses import fields
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 from safetensors import safe_open
@@ -92,10 +95,12 @@ def _split_lora(state: dict[str, torch.Tensor], info: AdapterInfo, out: Path) ->
     return merge_adapter(base, adapter, info)
 
 
-def export_checkpoint(checkpoint: Path, out: Path, dtype: torch.dtype = torch.bfloat16, use_ema: bool = False) -> Path:
+def export_checkpoint(checkpoint: Path, out: Path, dtype: torch.dtype = torch.bfloat16, use_ema: bool = False,
+                      only: Sequence[str] = ()) -> Path:
     """Write ``checkpoint`` (a committed step folder) as one safetensors file at ``out``.
 
-    ``use_ema``: the EMA of the trainable weights instead of the raw ones. A LoRA run also writes its adapter
+    ``use_ema``: the EMA of the trainable weights instead of the raw ones. ``only``: keep just the tensors whose
+    names match one of these globs (a partial file: not loadable as a model, but as second-pass weights). A LoRA run also writes its adapter
     alone (``adapter_path(out)``) and ``out`` holds the base with the adapter merged in (release format)."""
     meta = json.loads((checkpoint / TRAINER_META).read_text())
     # Checkpoints from before the metadata existed hold only the stage; the export then says only that.
@@ -106,6 +111,11 @@ def export_checkpoint(checkpoint: Path, out: Path, dtype: torch.dtype = torch.bf
         _use_ema(state, checkpoint, dtype)
     if meta.get("lora"):
         state = _split_lora(state, AdapterInfo(**meta["lora"]), out)
+    if only:
+        state = {k: v for k, v in state.items() if any(fnmatch.fnmatchcase(k, pattern) for pattern in only)}
+        if not state:
+            raise ValueError(f"--only {' '.join(only)} matches no tensor of {checkpoint} (names look like "
+                             "'audio_model.blocks.0.self_attn.q.weight')")
     if meta["stage"] == "fusion":
         save_fusion_checkpoint(state, out, metadata=training)
     else:
@@ -133,9 +143,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output .safetensors file")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights (runs with ema.decay > 0)")
+    parser.add_argument("--only", action="append", default=[], metavar="GLOB",
+                        help="only tensors whose names match (repeatable), e.g. 'audio_model.*'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    export_checkpoint(resolve_checkpoint(args.checkpoint_dir, args.tag), args.out, DTYPES[args.dtype], args.ema)
+    export_checkpoint(resolve_checkpoint(args.checkpoint_dir, args.tag), args.out, DTYPES[args.dtype], args.ema,
+                      args.only)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ adherence (kind, count, colours asked for). Writes ``scores.json`` (rows + summa
 generates the picture): the sync figures then measure the generated stream against the real one
 (``--conditioning noised|clean``: how the given stream enters each step, ``ovi.modes``). ``--lora PATH[:scale]``
 generates with an adapter on the model (a toy LoRA, ``configs/train/lora_toy.yaml``). ``--audio-from-video
-true|false`` overrides the preset's second, video-to-audio pass for text prompts.
+true|false`` overrides the preset's second, video-to-audio pass for text prompts, ``--sync-guidance-scale`` its
+sync guidance (``ovi.sync_guidance``).
 
 Clip ``i`` (in name order) is sampled with seed ``i``: with one seed for every caption all clips start from the
 same noise, and the toy models place their sound events by the noise (every clip then had the same onsets), so
@@ -82,17 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shuffle-audio", action="store_true", help="score with audio paired across clips (chance)")
     p.add_argument("--condition", choices=CONDITIONS, default="none",
                    help="v2a: generate the sound of each held-out clip's video; a2v: the picture of its audio")
-    p.add_argument("--conditioning", choices=("noised", "clean"), default="noised",
-                   help="with --condition: the given stream noised to each step's level (default) or kept clean")
+    p.add_argument("--conditioning", choices=("noised", "clean"), default=None,
+                   help="with --condition: the given stream noised to each step's level or kept clean (default: the "
+                        "toy preset's, clean: V2A then runs on its V2A weights)")
     p.add_argument("--lora", default="", help="adapter file(s) PATH[:scale], comma-separated, as ovi-generate lora=")
     p.add_argument("--audio-from-video", choices=("preset", "true", "false"), default="preset",
                    help="text-to-video: the sound made again from the finished video (ovi-generate audio_from_video=); "
                         "default: the toy preset's setting")
+    p.add_argument("--sync-guidance-scale", type=float, default=None,
+                   help="sync guidance of V2A / A2V and the second pass (ovi-generate sync_guidance_scale=); "
+                        "default: the toy preset's")
     a = p.parse_args(argv)
     if a.release:
         if a.prompts is None:
             p.error("--release needs --prompts")
-        settings: dict[str, object] = {"conditioning": a.conditioning, "lora": a.lora}
+        settings: dict[str, object] = {"lora": a.lora}
+        if a.conditioning is not None:
+            settings["conditioning"] = a.conditioning
+        if a.sync_guidance_scale is not None:
+            settings["sync_guidance_scale"] = a.sync_guidance_scale
         if a.condition != "none":  # the given stream's own mode: no second pass
             settings["audio_from_video"] = False
         elif a.audio_from_video != "preset":

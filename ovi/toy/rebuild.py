@@ -3,6 +3,8 @@
     world (ovi-toy make) -> shards (ovi-data: audio-video, and audio-only for stage 1) -> codecs (ovi.toy.codecs)
     -> latents (train.precompute) -> stage 1 (train.cli: toy_audio_pretrain, then toy_audio_finetune)
     -> stage 2 (ovi.toy.init_fusion, train.cli: toy_fusion) -> release folder (checkpoints/toy's layout)
+    -> stage 3 (train.cli: toy_v2a, the audio tower V2A-tuned; train.export --only 'audio_model.*': the release's
+       v2a.safetensors, the weights that make sound from a clean video)
     [--ablations: the unfused baseline and the audio RoPE scale 1.0 run of stage 2, each to its own release folder]
 
 Every phase is a subprocess running the project's own CLI, so the recipe is exactly what a user would type;
@@ -30,7 +32,8 @@ from ovi.toy.codecs import AUDIO_CODEC_FILE, MODEL_CONFIG, VIDEO_CODEC_FILE
 from ovi.toy.fixed_codecs import BASES
 from ovi.toy.world import clip_plan
 
-TRAIN_CONFIGS = {s: f"configs/train/toy_{s}.yaml" for s in ("audio_pretrain", "audio_finetune", "fusion")}
+TRAIN_CONFIGS = {s: f"configs/train/toy_{s}.yaml" for s in ("audio_pretrain", "audio_finetune", "fusion", "v2a")}
+V2A_WEIGHTS_FILE = "v2a.safetensors"  # configs/inference/toy.yaml's checkpoints.v2a
 VOCODER_FILE = {"vocoder": "griffin_lim", "iters": 32}  # the shipped checkpoints/toy/griffin_lim.json
 
 
@@ -43,10 +46,11 @@ class Budget:
     finetune_steps: int
     fusion_steps: int
     fusion_batch: int
+    v2a_steps: int
 
 
-FULL = Budget(clips=200, pretrain_steps=1000, finetune_steps=300, fusion_steps=5000, fusion_batch=8)
-QUICK = Budget(clips=8, pretrain_steps=2, finetune_steps=2, fusion_steps=2, fusion_batch=2)
+FULL = Budget(clips=200, pretrain_steps=1000, finetune_steps=300, fusion_steps=5000, fusion_batch=8, v2a_steps=2500)
+QUICK = Budget(clips=8, pretrain_steps=2, finetune_steps=2, fusion_steps=2, fusion_batch=2, v2a_steps=2)
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -100,10 +104,11 @@ class Rebuild:
                      "--out", str(self.out / "latents" / stage), "--store-dtype", "fp32",
                      *self._encoders(stage == "fusion")), self.logs / "latents.log")
 
-    def _train(self, stage: str, run: str, steps: int, *extra: str) -> Path:
+    def _train(self, stage: str, run: str, steps: int, *extra: str, latents: str = "") -> Path:
+        """``latents``: the precomputed set it reads (default: the stage's own)."""
         run_dir = self.out / run
         _run(_py("train.cli", "--config", TRAIN_CONFIGS[stage], f"run_dir={run_dir}", f"max_steps={steps}",
-                 f"data.shards=[{self.out / 'latents' / stage}]", *extra), self.logs / f"{run}.log")
+                 f"data.shards=[{self.out / 'latents' / (latents or stage)}]", *extra), self.logs / f"{run}.log")
         return run_dir / "export" / f"{stage}.safetensors"
 
     def stage1(self) -> None:
@@ -130,6 +135,15 @@ class Rebuild:
         export = self._train("fusion", name, self.b.fusion_steps, *extra)
         self.release(export, self.out / "release" / name)
 
+    def stage3(self) -> None:
+        """The audio tower V2A-tuned from stage 2; its tensors alone become the release's V2A weights."""
+        fusion = self.out / "fusion" / "export" / "fusion.safetensors"
+        self._train("v2a", "v2a", self.b.v2a_steps, f"init.fusion={fusion}", f"data.batch_size={self.b.fusion_batch}",
+                    latents="fusion")
+        _run(_py("train.export", str(self.out / "v2a" / "checkpoints"), "--ema", "--dtype", "fp32",
+                 "--only", "audio_model.*", "--out", str(self.out / "release" / "fusion" / V2A_WEIGHTS_FILE)),
+             self.logs / "v2a.log")
+
     def release(self, fusion: Path, dest: Path) -> None:
         """checkpoints/toy's layout: fusion.safetensors, the two codec files, text_encoder/, tokenizer/,
         griffin_lim.json."""
@@ -151,6 +165,7 @@ class Rebuild:
             ("latents", self.latents, self.out / "latents" / "fusion" / "shards" / "index.json"),
             ("stage 1", self.stage1, self.out / "audio_finetune" / "export" / "audio_finetune.safetensors"),
             ("stage 2", self.stage2, rel / "fusion" / "fusion.safetensors"),
+            ("stage 3", self.stage3, rel / "fusion" / V2A_WEIGHTS_FILE),
         ]
         if ablations:
             plan += [("stage 2 unfused", lambda: self.stage2("unfused", unfused=True), rel / "unfused" / "fusion.safetensors"),
