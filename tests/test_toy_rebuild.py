@@ -48,7 +48,7 @@ def test_quick_rebuild_makes_a_release_the_pipeline_samples(tmp_path, monkeypatc
     pipe = OviPipeline.from_config(toy_config(release, num_steps=2))
     g = pipe.generate("Two red balls bounce on a grey floor. Audio: sharp knocks on every bounce.", progress=False)
     assert tuple(g.video.shape) == (3, 121, 64, 64) and g.audio.numel() == 157 * 512
-    assert g.settings["audio_from_video"] and g.settings["audio_from_video_weights"].endswith("v2a.safetensors")
+    assert g.settings["audio_from_video"] and g.settings["v2a_weights"].endswith("v2a.safetensors")
     assert np.isfinite(g.video.numpy()).all() and np.isfinite(g.audio.numpy()).all()
 
     # Killed and restarted: every phase is complete, so nothing runs again.
