@@ -120,7 +120,7 @@ class InLoopEvaluator:
             inf = load_config(InferenceConfig, self.cfg.inference, self.cfg.inference_overrides)
             dtype = "bfloat16" if self.t.dtype == torch.bfloat16 else "float32"
             # Run where and as the training model runs; no offload, no weight conversions of the live model, and
-            # its own joint pass (a preset's second-pass weights belong to another run).
+            # its own joint pass (a preset's V2A weights belong to another run).
             wanted = {"device": self.t.device.type, "dtype": dtype, "cpu_offload": False, "fp8": False,
                       "quantize": "none", "offload_blocks": 0, "compile": False, "audio_from_video": False}
             inf = replace(inf, **{k: v for k, v in wanted.items() if hasattr(inf, k)})

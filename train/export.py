@@ -10,7 +10,7 @@ Usage::
     python -m train.export runs/fusion/checkpoints [--tag step_010000] --out ovi_finetuned.safetensors [--dtype bf16]
         [--ema]                      the EMA of the trainable weights instead of the raw ones
         [--only 'audio_model.*']     only the tensors whose names match (glob, repeatable): e.g. a V2A-tuned
-                                     audio tower as the second-pass weights of generation (ovi.pass_weights)
+                                     audio tower: generation's checkpoints.v2a (ovi.pass_weights)
 
 A LoRA run's export is its adapter alone (``<out stem>_lora.safetensors``, fp32, with its metadata) plus the
 base with that adapter merged (``out``); ``python -m ovi.lora merge`` merges any adapter into any base file.
@@ -100,8 +100,9 @@ def export_checkpoint(checkpoint: Path, out: Path, dtype: torch.dtype = torch.bf
     """Write ``checkpoint`` (a committed step folder) as one safetensors file at ``out``.
 
     ``use_ema``: the EMA of the trainable weights instead of the raw ones. ``only``: keep just the tensors whose
-    names match one of these globs (a partial file: not loadable as a model, but as second-pass weights). A LoRA run also writes its adapter
-    alone (``adapter_path(out)``) and ``out`` holds the base with the adapter merged in (release format)."""
+    names match one of these globs (a partial file: not a model, but e.g. V2A weights, ``ovi.pass_weights``). A
+    LoRA run also writes its adapter alone (``adapter_path(out)``) and ``out`` holds the base with the adapter
+    merged in (release format)."""
     meta = json.loads((checkpoint / TRAINER_META).read_text())
     # Checkpoints from before the metadata existed hold only the stage; the export then says only that.
     training = TrainingMetadata(**{f.name: meta.get(f.name) for f in fields(TrainingMetadata)})

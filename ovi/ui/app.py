@@ -52,8 +52,8 @@ class Generator:
         return self.pipe
 
     def __call__(self, prompt: str, image: str | None, height: float, width: float, seed: float, solver: str,
-                 steps: float, shift: float, video_scale: float, audio_scale: float, slg: float, video_negative: str,
-                 audio_negative: str, *load_values: Any) -> str:
+                 steps: float, shift: float, video_scale: float, audio_scale: float, slg: float, sync_scale: float,
+                 video_negative: str, audio_negative: str, *load_values: Any) -> str:
         import gradio as gr
 
         from ovi.outputs import output_stem, save_generation
@@ -61,7 +61,8 @@ class Generator:
 
         settings = dict(height=int(height), width=int(width), solver=solver, num_steps=int(steps), shift=float(shift),
                         video_guidance_scale=float(video_scale), audio_guidance_scale=float(audio_scale),
-                        slg_layer=int(slg), video_negative_prompt=video_negative or "",
+                        slg_layer=int(slg), sync_guidance_scale=float(sync_scale),
+                        video_negative_prompt=video_negative or "",
                         audio_negative_prompt=audio_negative or "")
         try:
             load = dict(zip(LOAD_OPTIONS, load_values))
@@ -102,6 +103,8 @@ def build_app(cfg: InferenceConfig, output_dir: str | Path | None = None) -> Any
                 video_scale = gr.Slider(0.0, 10.0, value=cfg.video_guidance_scale, step=0.5, label="Video guidance scale")
                 audio_scale = gr.Slider(0.0, 10.0, value=cfg.audio_guidance_scale, step=0.5, label="Audio guidance scale")
                 slg = gr.Number(value=cfg.slg_layer, precision=0, minimum=-1, label="SLG layer (-1 / 0: off)")
+                sync_scale = gr.Slider(0.0, 5.0, value=cfg.sync_guidance_scale, step=0.5,
+                                       label="Sync guidance (sound made from a clean video; 0: off)")
                 video_negative = gr.Textbox(value=cfg.video_negative_prompt, label="Video negative prompt")
                 audio_negative = gr.Textbox(value=cfg.audio_negative_prompt, label="Audio negative prompt")
                 with gr.Accordion("Memory and adapters (reloads the model)", open=False):
@@ -117,5 +120,5 @@ def build_app(cfg: InferenceConfig, output_dir: str | Path | None = None) -> Any
                 video = gr.Video(label="Result", elem_id="result", autoplay=False)
         gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt])
         button.click(run, inputs=[prompt, image, height, width, seed, solver, steps, shift, video_scale, audio_scale,
-                                  slg, video_negative, audio_negative, *load], outputs=[video])
+                                  slg, sync_scale, video_negative, audio_negative, *load], outputs=[video])
     return app
