@@ -33,14 +33,12 @@ class PassWeights:
         self._params = {base_name(n): p for n, p in model.named_parameters()}
         if not tensors:
             raise ValueError(f"{source} holds no tensors; export some with python -m train.export --only 'audio_model.*'")
-        unknown = [n for n in tensors if n not in self._params]
-        problems = [f"{len(unknown)} keys name no parameter of the model: {', '.join(unknown[:5])}"] if unknown else []
-        known = {n: t.shape for n, t in tensors.items() if n not in unknown}
-        report = mismatch_report({n: self._params[n].shape for n in known}, known)
-        problems += [report] if report else []
-        if problems:
-            raise ValueError(f"{source} does not fit the fusion model: {'; '.join(problems)}. It must hold tensors of "
-                             "a model of the same config (python -m train.export --only 'audio_model.*' on its run)")
+        # A subset of the model: only the names it holds are expected, so a name the model lacks is "unexpected".
+        expected = {n: self._params[n].shape for n in tensors if n in self._params}
+        report = mismatch_report(expected, {n: t.shape for n, t in tensors.items()})
+        if report:
+            raise ValueError(f"{source} does not fit the fusion model: {report}. It must hold tensors of a model of "
+                             "the same config (python -m train.export --only 'audio_model.*' on its run)")
         self.tensors = {n: t.to(self._params[n].dtype) for n, t in tensors.items()}
         self.source = source
 
@@ -51,10 +49,6 @@ class PassWeights:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         return cls(model, tensors, source=str(path))
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.tensors)
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:

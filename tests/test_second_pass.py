@@ -60,7 +60,7 @@ def test_pass_weights_find_a_lora_wrapped_layer_by_its_base_name() -> None:
 
 
 @pytest.mark.parametrize("tensors, message", [
-    ({"nope.weight": torch.zeros(2, 3)}, "1 keys name no parameter of the model: nope.weight"),
+    ({"nope.weight": torch.zeros(2, 3)}, "1 unexpected keys: nope.weight"),
     ({"weight": torch.zeros(3, 3)}, r"mis-shaped keys: weight \(3, 3\) \(expected \(2, 3\)\)"),
     ({}, "holds no tensors"),
 ])
