@@ -97,13 +97,13 @@ TINY_TEXT_ENCODER = {"vocab_size": 128, "d_kv": 16, "d_ff": 64, "num_layers": 1,
 TINY_VIDEO_VAE = {"base_dim": 8, "decoder_base_dim": 8}
 TINY_AUDIO_VAE_HIDDEN = 8
 TINY_VOCODER = {"upsample_initial_channel": 64}  # halved per upsampling stage (6): >= 64
-_SPECIAL = ("<pad>", "</s>", "<unk>")  # UMT5's ids 0, 1, 2
+SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # UMT5's ids 0, 1, 2
 
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
     """A character-level tokenizer with UMT5's special ids, built in memory (no download)."""
     chars = [c for c in string.printable if not c.isspace() or c == " "]
-    vocab = {tok: i for i, tok in enumerate(_SPECIAL)} | {c: i + len(_SPECIAL) for i, c in enumerate(chars)}
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)} | {c: i + len(SPECIAL_TOKENS) for i, c in enumerate(chars)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])

@@ -6,7 +6,8 @@ Writes (what ``ovi.components.load_components`` with configs/inference/toy.yaml 
     {out}/video_codec.json  ``ovi.toy.fixed_codecs.PixelVideoCodec`` (the Wan2.2 VAE's place) and its per-channel
                             latent statistics over the world's clips
     {out}/audio_codec.json  ``MelPoolCodec`` (the MMAudio VAE's place) and its per-channel statistics
-    {out}/text_encoder/     a tiny frozen random UMT5 encoder (transformers folder); {out}/tokenizer/ the char tokenizer
+    {out}/text_encoder/     the toy's tiny frozen UMT5 encoder (transformers folder; ``ovi.toy.text``) and
+    {out}/tokenizer/        its word tokenizer, whose vocabulary is the world's caption words
     The vocoder is Griffin-Lim (``ovi.toy.vocoder``): no weights.
 
 Why fixed codecs and not the release's classes trained at toy width: ``ovi.toy.fixed_codecs`` (figures there and in
@@ -25,13 +26,14 @@ import torch
 from ovi.codecs.audio_codec import AudioCodec
 from ovi.codecs.mel import MelFrontEnd
 from ovi.codecs.text_encoder import build_umt5_encoder
-from ovi.components import TINY_TEXT_ENCODER, char_tokenizer
 from ovi.config import load_fusion_config
 from ovi.geometry import FPS
 from ovi.imaging import unit_to_uint8
 from ovi.media import read_audio, read_video
 from ovi.toy.clip import SAMPLE_RATE
+from ovi.toy.sidecar import read_caption
 from ovi.toy.fixed_codecs import BASES, MelPoolCodec, PixelVideoCodec, fit_audio_codec, fit_video_codec
+from ovi.toy.text import build_text_encoder
 
 MODEL_CONFIG = "configs/model/toy.yaml"  # the toy model; its text_dim is the toy UMT5's d_model
 VIDEO_CODEC_FILE = "video_codec.json"
@@ -45,11 +47,16 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
     return 10 * math.log10(peak**2 / max(mse, 1e-10 * peak**2))
 
 
-def load_world(folder: Path, limit: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Every mp4 of a world folder -> (frames uint8 [T, 3, H, W], audio float32 [N]) lists."""
+def world_videos(folder: Path, limit: int | None = None) -> list[Path]:
     videos = sorted(Path(folder).glob("*.mp4"))[:limit]
     if not videos:
         raise FileNotFoundError(f"no .mp4 clips in {folder}; make them with: ovi-toy make --out {folder} --num 200")
+    return videos
+
+
+def load_world(folder: Path, limit: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Every mp4 of a world folder -> (frames uint8 [T, 3, H, W], audio float32 [N]) lists."""
+    videos = world_videos(folder, limit)
     frames = [torch.from_numpy(read_video(v)[0]).permute(0, 3, 1, 2).contiguous() for v in videos]
     audio = [torch.from_numpy(read_audio(v, SAMPLE_RATE)) for v in videos]
     return frames, audio
@@ -60,12 +67,9 @@ def _to_pixels(frames_u8: torch.Tensor) -> torch.Tensor:
     return frames_u8.permute(1, 0, 2, 3).float() / 127.5 - 1.0
 
 
-def save_text_encoder(out: Path, text_dim: int, seed: int = 0) -> None:
-    """A frozen random tiny UMT5 (char tokenizer): fixed features the DiT learns to read."""
-    tokenizer = char_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        encoder = build_umt5_encoder(TINY_TEXT_ENCODER | {"d_model": text_dim, "vocab_size": len(tokenizer)})
+def save_text_encoder(out: Path, text_dim: int, captions: list[str], seed: int = 0) -> None:
+    """The toy's frozen UMT5 and its word tokenizer over ``captions``' words (``ovi.toy.text``)."""
+    encoder, tokenizer = build_text_encoder(captions, text_dim, seed)
     encoder.save_pretrained(out / "text_encoder")
     tokenizer.save_pretrained(out / "tokenizer")
 
@@ -147,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
     if not (a.out / "text_encoder" / "config.json").exists():
-        save_text_encoder(a.out, load_fusion_config(a.model).video.text_dim, a.seed)
+        captions = [read_caption(v) for v in world_videos(a.clips)]  # all clips: the vocabulary is every word
+        save_text_encoder(a.out, load_fusion_config(a.model).video.text_dim, captions, a.seed)
     frames, audio = load_world(a.clips, STATS_CLIPS)
     write_codecs(frames, audio, a.out, a.video_basis)
     (a.out / "codecs_done.json").write_text(json.dumps({"clips": len(frames)}) + "\n")
