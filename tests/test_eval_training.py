@@ -31,6 +31,9 @@ def test_trainer_evaluates_every_n_steps(tmp_path: Path) -> None:
                            tmp_path / "init.safetensors")
     inf = yaml.safe_load((REPO / "configs/inference/tiny_cpu.yaml").read_text())
     inf.update(num_frames=9, num_steps=2)  # two sampling steps of a 9-frame clip: the path, not the quality
+    # A preset that makes its sound with V2A weights (as the toy's): the live model is evaluated with its own
+    # weights, so a V2A file that does not exist yet (a rebuild's stage 3 writes it) is not read.
+    inf.update(audio_from_video=True, conditioning="clean", checkpoints={"v2a": str(tmp_path / "absent.safetensors")})
     (tmp_path / "inf.yaml").write_text(yaml.safe_dump(inf))
     cmd = [sys.executable, "-m", "train.cli", "--config", "configs/train/fusion.yaml",
            f"model={REPO / 'configs/model/tiny.yaml'}", f"run_dir={tmp_path / 'run'}", "max_steps=2",

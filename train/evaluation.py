@@ -120,10 +120,12 @@ class InLoopEvaluator:
             inf = load_config(InferenceConfig, self.cfg.inference, self.cfg.inference_overrides)
             dtype = "bfloat16" if self.t.dtype == torch.bfloat16 else "float32"
             # Run where and as the training model runs; no offload, no weight conversions of the live model, and
-            # its own joint pass (a preset's V2A weights belong to another run).
+            # its own joint pass with its own weights: a preset's V2A weights belong to another run (and need not
+            # exist yet: a rebuild evaluates stage 2 before stage 3 writes them).
             wanted = {"device": self.t.device.type, "dtype": dtype, "cpu_offload": False, "fp8": False,
                       "quantize": "none", "offload_blocks": 0, "compile": False, "audio_from_video": False}
             inf = replace(inf, **{k: v for k, v in wanted.items() if hasattr(inf, k)})
+            inf = replace(inf, checkpoints=replace(inf.checkpoints, v2a=""))
             if inf.random_weights:
                 base = random_components(self.t.model_cfg, seed=inf.seed)
                 codecs = (base.text_encoder, base.video_vae, base.audio_codec)
