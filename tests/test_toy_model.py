@@ -1,9 +1,10 @@
-"""The shipped toy model (checkpoints/toy, the default of ovi-generate): it loads through the release loaders
-and generates clips of the toy world from prompts. What its training reached is asserted: the default preset,
-the loaders, the geometry, output that is not noise, the scene kind the prompt asks for (63% of 52 held-out
-captions, one seed each), and sync where it is reached: the sound the preset makes for a held-out clip's real
-video (its V2A weights and sync guidance) lands on the clip's impacts and flashes and follows its mouth (README,
-"The toy world"). A model whose audio cannot see the video (fusion or RoPE broken) scores chance there."""
+"""The shipped toy model (checkpoints/toy, the default of ovi-generate): it loads through the release loaders and
+generates clips of the toy world from prompts. What its training reached is asserted: the default preset, the
+loaders, the geometry, output that is not noise, the scene kind the prompt asks for (75% of 52 held-out captions
+in the joint pass, one seed each), the backdrop colour the caption names, and sync where it is reached: the sound
+the preset makes for a held-out clip's real video (its V2A weights and sync guidance) lands on the clip's impacts
+and flashes and follows its mouth (README, "The toy world"). A model whose audio cannot see the video (fusion or
+RoPE broken) scores chance there."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -85,6 +86,17 @@ def test_shipped_model_draws_the_scene_kind_the_prompt_asks_for(clips):
     assert len(right) >= 3 and {"face", "ambient"} <= set(right), right
 
 
+def test_the_wall_is_the_colour_the_caption_names(pipe):
+    """Backdrop words are read (the word-level text encoder, ovi.toy.text): one bounce caption with a white and with
+    a charcoal wall, mean of the top 24 rows in [-1, 1] (the real clips' walls: 0.82 and -0.73). Measured: 0.88
+    and -0.80; the model trained with the previous char-level encoder drew both dark (white: -0.68)."""
+    caption = ("Two red balls bounce on a grey floor in front of a {} wall. Audio: sharp high knocks each time a ball "
+               "hits the floor.")
+    top = {wall: float(pipe.generate(caption.format(wall), seed=0, progress=False).video[:, :, :24].mean())
+           for wall in ("white", "charcoal")}
+    assert top["white"] > 0.3 and top["charcoal"] < -0.3, top
+
+
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
     """Held-out world clips (``ovi-toy make --seed 1``, as the README's evaluation): 4 bounce, 4 flash, 4 face."""
@@ -97,9 +109,10 @@ def held_out(tmp_path_factory):
 
 def test_sound_made_for_a_real_video_lands_on_its_events_and_follows_its_mouth(pipe, held_out):
     """V2A with the preset (its V2A weights, the video clean, sync guidance 1), clip i with seed i. Measured on
-    these clips: impacts / flashes with an onset within +-1 frame 0.43, the same sounds paired with the next
-    clip's video 0.19; with the cross-modal values zeroed (fusion broken) 0.21 against 0.23, so this fails.
-    48 held-out clips (README row a'): 0.36 against 0.23, mouth-loudness r 0.82 (0.75-0.89 on these faces)."""
+    these clips: impacts / flashes with an onset within +-1 frame 0.55, the same sounds paired with the next
+    clip's video 0.17; mouth-loudness r 0.75-0.86 on the 4 faces. With the cross-modal values zeroed (fusion
+    broken; in the V2A file too): 0.23 against 0.15, mouth r -0.08 to 0.06, so this fails. 48 held-out clips
+    (README row a'): 0.535 against 0.21, mouth-loudness r 0.69."""
     from ovi.media import read_video
     from ovi.toy.metrics import score_clip
     from ovi.toy.sidecar import read_caption
@@ -112,7 +125,7 @@ def test_sound_made_for_a_real_video_lands_on_its_events_and_follows_its_mouth(p
     given = np.mean([score_clip(f, a, 24.0, 16000).share_matched for _, f, a in events])
     shuffled = np.mean([score_clip(f, events[(i + 1) % len(events)][2], 24.0, 16000).share_matched
                         for i, (_, f, _) in enumerate(events)])
-    assert given >= 0.35 and given >= 1.6 * shuffled, (given, shuffled)
+    assert given >= 0.45 and given >= 2.5 * shuffled, (given, shuffled)
     mouths = [score_clip(f, a, 24.0, 16000).mouth_corr for kind, f, a in made if kind == "face"]
     assert min(mouths) >= 0.6, mouths
 
