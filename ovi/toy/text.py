@@ -4,8 +4,9 @@ Why not random characters (the toy's first encoder): the DiT reads text through 
 keys carry no position), so each text feature must say by itself which noun a word belongs to. A pretrained UMT5
 gives the release exactly that; a random character-level one does not: a word is several near-identical character
 mixtures, and one random layer spreads attention evenly over the whole caption. The toy model trained on it could
-not tell a wall's colour from its caption (its sigma = 1 prediction of the backdrop colour correlated r 0.19-0.37
-with the caption's on training clips, below zero within the bounce scenes). A content-only attention probe (4
+not tell a wall's colour from its caption: its sigma = 1 prediction of the backdrop colour correlated r 0.46-0.63
+(per colour channel) with the real clips' over 56 held-out captions, below zero within the bounce scenes; the same
+recipe on this module's encoder gives r 0.95-0.96 (README, "The toy world"). A content-only attention probe (4
 learned queries, trained on the 200 training captions, read on 56 held-out captions) measures what a text feature
 lets a cross-attention read:
 
