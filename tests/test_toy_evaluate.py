@@ -44,17 +44,19 @@ def test_audio_from_video_flag_reaches_the_config_and_given_modes_turn_it_off(tm
 
     def fake_generate_folder(release, prompts, out, limit=None, condition="none", **settings):  # noqa: ANN001
         seen.append((condition, *(settings.get(k, "preset") for k in
-                                  ("audio_from_video", "conditioning", "sync_guidance_scale"))))
+                                  ("audio_from_video", "conditioning", "sync_guidance_scale",
+                                   "video_guidance_scale"))))
 
     monkeypatch.setattr(evaluate, "generate_folder", fake_generate_folder)
     monkeypatch.setattr(evaluate, "score_folder", lambda folder, shuffle=False: {})
     common = ["--release", str(tmp_path), "--prompts", str(tmp_path), "--out", str(tmp_path / "o")]
     for extra in ([], ["--audio-from-video", "true"], ["--audio-from-video", "false"],
                   ["--audio-from-video", "true", "--condition", "v2a"],
-                  ["--condition", "v2a", "--conditioning", "noised", "--sync-guidance-scale", "0"]):
+                  ["--condition", "v2a", "--conditioning", "noised", "--sync-guidance-scale", "0"],
+                  ["--video-guidance-scale", "2"]):
         assert evaluate.main(common + extra) == 0
-    assert seen == [("none", "preset", "preset", "preset"), ("none", True, "preset", "preset"),
-                    ("none", False, "preset", "preset"), ("v2a", False, "preset", "preset"),
-                    ("v2a", False, "noised", 0.0)]
+    assert seen == [("none", "preset", "preset", "preset", "preset"), ("none", True, "preset", "preset", "preset"),
+                    ("none", False, "preset", "preset", "preset"), ("v2a", False, "preset", "preset", "preset"),
+                    ("v2a", False, "noised", 0.0, "preset"), ("none", "preset", "preset", "preset", 2.0)]
     cfg = evaluate.toy_config(tmp_path, audio_from_video=True)
     assert cfg.audio_from_video and cfg.checkpoints.root == str(tmp_path)

@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sync-guidance-scale", type=float, default=None,
                    help="sync guidance of V2A / A2V and the second pass (ovi-generate sync_guidance_scale=); "
                         "default: the toy preset's")
+    p.add_argument("--video-guidance-scale", type=float, default=None,
+                   help="the video's classifier-free guidance (ovi-generate video_guidance_scale=); default: the preset's")
     a = p.parse_args(argv)
     if a.release:
         if a.prompts is None:
@@ -100,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         settings: dict[str, object] = {"lora": a.lora}
         if a.conditioning is not None:
             settings["conditioning"] = a.conditioning
-        if a.sync_guidance_scale is not None:
-            settings["sync_guidance_scale"] = a.sync_guidance_scale
+        for name in ("sync_guidance_scale", "video_guidance_scale"):
+            if getattr(a, name) is not None:
+                settings[name] = getattr(a, name)
         if a.condition != "none":  # the given stream's own mode: no second pass
             settings["audio_from_video"] = False
         elif a.audio_from_video != "preset":
