@@ -103,7 +103,8 @@ SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")  # UMT5's ids 0, 1, 2
 def char_tokenizer() -> PreTrainedTokenizerFast:
     """A character-level tokenizer with UMT5's special ids, built in memory (no download)."""
     chars = [c for c in string.printable if not c.isspace() or c == " "]
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)} | {c: i + len(SPECIAL_TOKENS) for i, c in enumerate(chars)}
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    vocab |= {c: i + len(SPECIAL_TOKENS) for i, c in enumerate(chars)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])

@@ -25,14 +25,13 @@ import torch
 
 from ovi.codecs.audio_codec import AudioCodec
 from ovi.codecs.mel import MelFrontEnd
-from ovi.codecs.text_encoder import build_umt5_encoder
 from ovi.config import load_fusion_config
 from ovi.geometry import FPS
 from ovi.imaging import unit_to_uint8
 from ovi.media import read_audio, read_video
 from ovi.toy.clip import SAMPLE_RATE
-from ovi.toy.sidecar import read_caption
 from ovi.toy.fixed_codecs import BASES, MelPoolCodec, PixelVideoCodec, fit_audio_codec, fit_video_codec
+from ovi.toy.sidecar import read_caption
 from ovi.toy.text import build_text_encoder
 
 MODEL_CONFIG = "configs/model/toy.yaml"  # the toy model; its text_dim is the toy UMT5's d_model
@@ -48,6 +47,7 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
 
 
 def world_videos(folder: Path, limit: int | None = None) -> list[Path]:
+    """A world folder's clips in order (the first ``limit``); a clear error when there are none."""
     videos = sorted(Path(folder).glob("*.mp4"))[:limit]
     if not videos:
         raise FileNotFoundError(f"no .mp4 clips in {folder}; make them with: ovi-toy make --out {folder} --num 200")

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="sync guidance of V2A / A2V and the second pass (ovi-generate sync_guidance_scale=); "
                         "default: the toy preset's")
     p.add_argument("--video-guidance-scale", type=float, default=None,
-                   help="the video's classifier-free guidance (ovi-generate video_guidance_scale=); default: the preset's")
+                   help="the video's classifier-free guidance (ovi-generate video_guidance_scale=); "
+                        "default: the toy preset's")
     a = p.parse_args(argv)
     if a.release:
         if a.prompts is None:
