@@ -2,6 +2,7 @@
 noise and the toy models gave every caption the same sound onsets), the caption as the prompt, resumable."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -60,3 +61,19 @@ def test_audio_from_video_flag_reaches_the_config_and_given_modes_turn_it_off(tm
                     ("v2a", False, "noised", 0.0, "preset"), ("none", "preset", "preset", "preset", 2.0)]
     cfg = evaluate.toy_config(tmp_path, audio_from_video=True)
     assert cfg.audio_from_video and cfg.checkpoints.root == str(tmp_path)
+
+
+def test_a_release_without_v2a_weights_loads_with_the_fusion_weights_making_the_sound(tmp_path):
+    """`ovi-toy rebuild --ablations` writes stage-2-only folders (no v2a.safetensors); scoring them must work."""
+    from ovi.pipeline import OviPipeline
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "toy"
+    assert evaluate.toy_config(shipped).checkpoints.v2a == "v2a.safetensors"  # the shipped folder keeps its own
+    ablation = tmp_path / "unfused"
+    ablation.mkdir()
+    for item in shipped.iterdir():
+        if item.name != "v2a.safetensors":
+            (ablation / item.name).symlink_to(item)
+    cfg = evaluate.toy_config(ablation)
+    assert cfg.checkpoints.v2a == "" and not cfg.v2a_weights_used
+    assert OviPipeline.from_config(cfg).pass_weights is None

@@ -41,7 +41,12 @@ SEED = 0  # clip i: SEED + i
 def toy_config(release: Path, **settings: object) -> InferenceConfig:
     """The toy preset with its checkpoints read from ``release`` (a folder in checkpoints/toy's layout)."""
     cfg = load_inference_config(PRESET)
-    return replace(cfg, checkpoints=replace(cfg.checkpoints, root=str(release)), **settings)
+    checkpoints = replace(cfg.checkpoints, root=str(release))
+    if checkpoints.v2a and not Path(checkpoints.resolve("v2a")).exists():
+        # The ablation folders of `ovi-toy rebuild --ablations` end at stage 2 (no V2A weights): their fusion
+        # weights make the sound, as in any release without checkpoints.v2a.
+        checkpoints = replace(checkpoints, v2a="")
+    return replace(cfg, checkpoints=checkpoints, **settings)
 
 
 CONDITIONS = ("none", "v2a", "a2v")
