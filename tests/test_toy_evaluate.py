@@ -63,7 +63,7 @@ def test_audio_from_video_flag_reaches_the_config_and_given_modes_turn_it_off(tm
     assert cfg.audio_from_video and cfg.checkpoints.root == str(tmp_path)
 
 
-def test_a_release_without_v2a_weights_loads_with_the_fusion_weights_making_the_sound(tmp_path):
+def test_a_release_without_v2a_weights_loads_with_the_fusion_weights_making_the_sound(tmp_path, caplog):
     """`ovi-toy rebuild --ablations` writes stage-2-only folders (no v2a.safetensors); scoring them must work."""
     from ovi.pipeline import OviPipeline
 
@@ -76,4 +76,5 @@ def test_a_release_without_v2a_weights_loads_with_the_fusion_weights_making_the_
             (ablation / item.name).symlink_to(item)
     cfg = evaluate.toy_config(ablation)
     assert cfg.checkpoints.v2a == "" and not cfg.v2a_weights_used
+    assert "has no v2a.safetensors" in caplog.text  # said, not silent
     assert OviPipeline.from_config(cfg).pass_weights is None

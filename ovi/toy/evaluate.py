@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,8 @@ from ovi.presets import load_inference_config
 from ovi.toy.cli import score
 from ovi.toy.sidecar import read_sidecar
 
+logger = logging.getLogger(__name__)
+
 PRESET = "toy"
 SEED = 0  # clip i: SEED + i
 
@@ -45,6 +48,7 @@ def toy_config(release: Path, **settings: object) -> InferenceConfig:
     if checkpoints.v2a and not Path(checkpoints.resolve("v2a")).exists():
         # The ablation folders of `ovi-toy rebuild --ablations` end at stage 2 (no V2A weights): their fusion
         # weights make the sound, as in any release without checkpoints.v2a.
+        logger.warning("%s has no %s: the fusion weights make the sound", release, checkpoints.v2a)
         checkpoints = replace(checkpoints, v2a="")
     return replace(cfg, checkpoints=checkpoints, **settings)
 
