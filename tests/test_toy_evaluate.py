@@ -2,11 +2,11 @@
 noise and the toy models gave every caption the same sound onsets), the caption as the prompt, resumable."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
+from ovi.presets import REPO_ROOT
 from ovi.toy import evaluate
 from ovi.toy.sidecar import write_sidecar
 
@@ -67,7 +67,7 @@ def test_a_release_without_v2a_weights_loads_with_the_fusion_weights_making_the_
     """`ovi-toy rebuild --ablations` writes stage-2-only folders (no v2a.safetensors); scoring them must work."""
     from ovi.pipeline import OviPipeline
 
-    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "toy"
+    shipped = REPO_ROOT / "checkpoints" / "toy"  # as tests/test_toy_model.py
     assert evaluate.toy_config(shipped).checkpoints.v2a == "v2a.safetensors"  # the shipped folder keeps its own
     ablation = tmp_path / "unfused"
     ablation.mkdir()

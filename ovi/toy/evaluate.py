@@ -45,7 +45,7 @@ def toy_config(release: Path, **settings: object) -> InferenceConfig:
     """The toy preset with its checkpoints read from ``release`` (a folder in checkpoints/toy's layout)."""
     cfg = load_inference_config(PRESET)
     checkpoints = replace(cfg.checkpoints, root=str(release))
-    if checkpoints.v2a and not Path(checkpoints.resolve("v2a")).exists():
+    if checkpoints.v2a and not checkpoints.resolve("v2a").exists():
         # The ablation folders of `ovi-toy rebuild --ablations` end at stage 2 (no V2A weights): their fusion
         # weights make the sound, as in any release without checkpoints.v2a.
         logger.warning("%s has no %s: the fusion weights make the sound", release, checkpoints.v2a)
