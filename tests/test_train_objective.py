@@ -10,7 +10,8 @@ import torch
 from ovi.flow import FLOW
 from ovi.sampling import make_scheduler
 from train.config import ObjectiveConfig, SigmaConfig
-from train.objective import FlowMatchingObjective, add_noise, combine_losses, onset_weights, sample_sigma
+from train.objective import (FlowMatchingObjective, add_noise, combine_losses, motion_weights, onset_weights,
+                             sample_sigma)
 
 NULL = torch.full((3, 4096), 7.0)
 
@@ -136,6 +137,34 @@ def test_audio_onset_weight_reaches_the_batch_and_changes_no_draw() -> None:
         torch.testing.assert_close(w, onset_weights(x, 4.0))
     torch.testing.assert_close(weighted.sigma, plain.sigma)  # same random stream: only the loss changes
     for a, b in zip(weighted.audio_in, plain.audio_in):
+        torch.testing.assert_close(a, b)
+
+
+def test_motion_weights_peak_where_the_picture_changes() -> None:
+    still = torch.full((48, 6, 4, 4), 0.5)
+    assert torch.equal(motion_weights(still, 2.0), torch.ones(6, 4, 4))  # nothing moves: plain MSE
+    flash = still.clone()
+    flash[:, 3, 1, 2] = 2.0  # one position lights up in latent frame 3 only
+    w = motion_weights(flash, 2.0)
+    assert float(w.mean()) == pytest.approx(1.0)
+    assert int(w.flatten().argmax()) == (3 * 4 + 1) * 4 + 2
+    assert float(w[2, 1, 2]) == float(w[4, 1, 2]) == pytest.approx(float(w[3, 1, 2] + w[0, 0, 0]) / 2)
+    assert float(w[3, 1, 1]) == float(w[0, 0, 0])  # the still neighbour weighs as the backdrop
+    # 1 + strength x motion / mean motion: 1.5 at the flash and 0.75 in the frames either side, over 96 positions
+    assert float(w[3, 1, 2] / w[0, 0, 0]) == pytest.approx(1 + 2.0 * 1.5 / (3.0 / 96), rel=1e-4)
+
+
+def test_video_motion_weight_reaches_the_batch_and_changes_no_draw() -> None:
+    video = [torch.randn(48, 3, 4, 4) for _ in range(2)]
+    audio = [torch.randn(16, 20) for _ in range(2)]
+    text = [torch.ones(2, 4096)] * 2
+    plain = objective().prepare(video, audio, text, torch.float32)
+    weighted = objective(video_motion_weight=2.0).prepare(video, audio, text, torch.float32)
+    assert plain.video_weight is None and weighted.audio_weight is None
+    for x, w in zip(video, weighted.video_weight):
+        torch.testing.assert_close(w, motion_weights(x, 2.0))
+    torch.testing.assert_close(weighted.sigma, plain.sigma)
+    for a, b in zip(weighted.video_in + weighted.audio_in, plain.video_in + plain.audio_in):
         torch.testing.assert_close(a, b)
 
 

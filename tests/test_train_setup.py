@@ -70,6 +70,8 @@ def test_misspelt_and_inconsistent_keys_are_errors() -> None:
         cfg("fusion", "evaluation.every_steps=0")  # a modulus in the loop: refused before the run, not at step 1
     with pytest.raises(ValueError, match="audio_onset_weight must be >= 0"):
         cfg("fusion", "objective.audio_onset_weight=-1")
+    with pytest.raises(ValueError, match="video_motion_weight must be >= 0"):
+        cfg("fusion", "objective.video_motion_weight=-0.5")
     with pytest.raises(ValueError, match="checkpoint.every_steps must be >= 1"):
         cfg("fusion", "checkpoint.every_steps=-5")
 

@@ -12,7 +12,7 @@ from ovi.models.fusion import FusionModel
 from ovi.models.tower import Tower
 from train.config import ObjectiveConfig, SigmaConfig, load_train_config
 from train.objective import FlowMatchingObjective
-from train.strategies import AudioStage, FusionStage, strategy_for, stream_mse
+from train.strategies import AudioStage, FusionStage, strategy_for, stream_mse, token_weights
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs/model/tiny.yaml"
@@ -73,6 +73,25 @@ def test_stream_mse_is_token_weighted_over_unpadded_samples(fusion: FusionModel)
                     loss_mask=torch.tensor([[False, True, False, False, False, False], [True] * 6]))
     masked_mse = float(stream_mse(fusion.audio_model, pred, target, masked, weights))
     assert masked_mse == pytest.approx((20 + 6 * 20 * 4) / (7 * 20))  # the weighted latent is masked out
+
+
+def test_video_motion_weights_weigh_each_token_by_its_patch(fusion: FusionModel) -> None:
+    tower = fusion.video_model  # patches of 1 x 2 x 2 latent positions
+    positions = torch.arange(2 * 4 * 6, dtype=torch.float32).reshape(2, 4, 6)
+    per_token = token_weights(tower, positions)
+    torch.testing.assert_close(per_token, tower.patchify(positions[None]).mean(dim=1))  # the patch's mean, token order
+    assert per_token.shape == (tower.num_tokens(torch.zeros(48, 2, 4, 6)),)
+
+    strategy = FusionStage(_cfg("fusion"), fusion)
+    nb = _objective().prepare([torch.randn(48, 2, 4, 6)], [torch.randn(6, 20)], [torch.ones(2, 4096)], torch.float32)
+    streams = strategy.streams(nb)
+    pred = {"video": [nb.video_target[0].clone()], "audio": [nb.audio_target[0].clone()]}
+    pred["video"][0][:, 0, :2, :2] += 1.0  # the first token wrong by 1 in every element; 12 tokens in all
+    assert float(strategy.loss(nb, streams, pred).parts["loss_video"]) == pytest.approx(1 / 12)
+    w = torch.ones(2, 4, 6)
+    w[0, :2, :2] = 3.0  # that token's error counts 3 times
+    nb.video_weight = [w]
+    assert float(strategy.loss(nb, streams, pred).parts["loss_video"]) == pytest.approx(3 / 12)
 
 
 def test_token_counts_and_flops_come_from_the_towers(fusion: FusionModel) -> None:

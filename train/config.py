@@ -77,6 +77,11 @@ class ObjectiveConfig:
     # onset strength, normalised per clip; weights averaged to 1), so the few latents where a sound starts (the
     # part of the audio only the video can time) weigh more than the texture between them. 0: plain MSE.
     audio_onset_weight: float = 0.0
+    # > 0: each video position's squared error is weighted by 1 + this x how much it changes between latent
+    # frames (the clean latent's motion, normalised per clip; weights averaged to 1), so the few tokens where
+    # something moves or flashes (a ball, a lamp, a mouth: the events the sound must meet) weigh more than the
+    # still backdrop that fills most of a frame. 0: plain MSE.
+    video_motion_weight: float = 0.0
 
 
 @dataclass
@@ -313,9 +318,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"objective.v2a_prob mixes v2a batches into t2av training; mode is {cfg.objective.mode!r}")
     if cfg.objective.v2a_sigma_shift <= 0:
         raise ValueError(f"objective.v2a_sigma_shift must be > 0, got {cfg.objective.v2a_sigma_shift}")
-    if cfg.objective.audio_onset_weight < 0:
-        raise ValueError(f"objective.audio_onset_weight must be >= 0 (0: plain MSE), "
-                         f"got {cfg.objective.audio_onset_weight}")
+    for name in ("audio_onset_weight", "video_motion_weight"):
+        if getattr(cfg.objective, name) < 0:
+            raise ValueError(f"objective.{name} must be >= 0 (0: plain MSE), got {getattr(cfg.objective, name)}")
     if cfg.stage == "fusion" and None in (cfg.objective.loss_weight_video, cfg.objective.loss_weight_audio):
         raise ValueError("fusion needs objective.loss_weight_video and loss_weight_audio (paper: 0.85 / 0.15)")
     if cfg.objective.sigma.shift <= 0:

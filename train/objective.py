@@ -53,6 +53,17 @@ def onset_weights(audio: torch.Tensor, strength: float) -> torch.Tensor:
     return w / w.mean()
 
 
+def motion_weights(video: torch.Tensor, strength: float) -> torch.Tensor:
+    """Loss weights [F, H, W] for a clean video latent [C, F, H, W]: 1 + ``strength`` x how much each position
+    changes (mean |difference| over channels to the latent frames either side), averaged to 1. A still clip
+    gets all ones; the tower pools them to its tokens (``train.strategies.token_weights``)."""
+    d = (video[:, 1:].float() - video[:, :-1].float()).abs().mean(dim=0)  # [F-1, H, W]
+    pad = d.new_zeros(1, *d.shape[1:])
+    motion = 0.5 * (torch.cat([pad, d]) + torch.cat([d, pad]))  # [F, H, W]: the change into and out of each frame
+    w = 1 + strength * motion / (motion.mean() + 1e-6)
+    return w / w.mean()
+
+
 @dataclass
 class NoisedBatch:
     """Model inputs and targets for one micro-batch. Lists hold one tensor per sample."""
@@ -70,6 +81,7 @@ class NoisedBatch:
     audio_mask: Optional[torch.Tensor] = None  # [B, L] bool, True on real latents of padded short clips; None: all
     audio_sigma: Optional[torch.Tensor] = None  # [B] the audio's own sigma where drawn independently; None: sigma
     audio_weight: Optional[list[torch.Tensor]] = None  # [L] per-latent loss weights (audio_onset_weight); None: 1
+    video_weight: Optional[list[torch.Tensor]] = None  # [F, H, W] per-position weights (video_motion_weight); None: 1
 
     @property
     def audio_t(self) -> torch.Tensor:
@@ -144,6 +156,8 @@ class FlowMatchingObjective:
             audio_sigma=audio_sigma,
             audio_weight=None if audio is None or self.cfg.audio_onset_weight <= 0 else
             [onset_weights(x, self.cfg.audio_onset_weight).to(device) for x in audio],
+            video_weight=None if video is None or self.cfg.video_motion_weight <= 0 else
+            [motion_weights(x, self.cfg.video_motion_weight).to(device) for x in video],
         )
 
     def _v2a_batch(self, video: Optional[list[torch.Tensor]], audio: Optional[list[torch.Tensor]]) -> bool:

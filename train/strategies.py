@@ -34,7 +34,7 @@ def stream_mse(tower: Tower, pred: list[torch.Tensor], target: list[torch.Tensor
 
     Padding never enters (the model returns each sample at its own size). With a loss mask only the masked
     tokens count: predictions and targets are cut into the tower's patches and the mask selects rows.
-    ``weights``: per-token weights [num_tokens] per sample (the audio's onset weights), else all 1.
+    ``weights``: per-token weights [num_tokens] per sample (audio onset, video motion weights), else all 1.
     """
     sq_sum = torch.zeros((), device=target[0].device)
     count = 0
@@ -54,6 +54,14 @@ def stream_mse(tower: Tower, pred: list[torch.Tensor], target: list[torch.Tensor
         sq_sum = sq_sum + torch.nn.functional.mse_loss(p, y, reduction="sum")
         count += y.numel()
     return sq_sum / max(count, 1)
+
+
+def token_weights(tower: Tower, weights: torch.Tensor) -> torch.Tensor:
+    """Per-position video weights [F, H, W] -> per-token [num_tokens] in the tower's token order (the mean over
+    each patch, as ``Tower.patchify`` cuts it)."""
+    pt, ph, pw = tower.cfg.patch_size
+    pooled = torch.nn.functional.avg_pool3d(weights[None, None], (pt, ph, pw))[0, 0]  # [F/pt, H/ph, W/pw]
+    return pooled.flatten()
 
 
 class Strategy:
@@ -101,6 +109,8 @@ class Strategy:
         # A wholly clean modality (v2a's video, a2v's audio) has no loss: the other one's is the whole loss.
         trained = [m for m in self.modalities if streams[m].loss_mask is None or bool(streams[m].loss_mask.any())]
         weights = {"audio": nb.audio_weight}
+        if nb.video_weight is not None:
+            weights["video"] = [token_weights(towers["video"], w) for w in nb.video_weight]
         parts = {m: stream_mse(towers[m], preds[m], targets[m], streams[m], weights.get(m)) for m in trained}
         loss = combine_losses(self.cfg.objective, parts.get("video"), parts.get("audio"))
         return StepOutput(loss, {f"loss_{m}": v.detach() for m, v in parts.items()})
