@@ -79,7 +79,9 @@ def test_video_motion_weights_weigh_each_token_by_its_patch(fusion: FusionModel)
     tower = fusion.video_model  # patches of 1 x 2 x 2 latent positions
     positions = torch.arange(2 * 4 * 6, dtype=torch.float32).reshape(2, 4, 6)
     per_token = token_weights(tower, positions)
-    torch.testing.assert_close(per_token, tower.patchify(positions[None]).mean(dim=1))  # the patch's mean, token order
+    # token (f, h', w'), in that order, covers positions [f, 2h':2h'+2, 2w':2w'+2]: mean 24 f + 12 h' + 2 w' + 3.5
+    expected = torch.tensor([24.0 * f + 12 * h + 2 * w + 3.5 for f in range(2) for h in range(2) for w in range(3)])
+    torch.testing.assert_close(per_token, expected)
     assert per_token.shape == (tower.num_tokens(torch.zeros(48, 2, 4, 6)),)
 
     strategy = FusionStage(_cfg("fusion"), fusion)

@@ -49,8 +49,7 @@ def onset_weights(audio: torch.Tensor, strength: float) -> torch.Tensor:
     rise = (audio[1:].float() - audio[:-1].float()).mean(dim=1).clamp(min=0)  # [L-1]
     onset = torch.cat([rise.new_zeros(1), rise])
     onset = F.conv1d(onset[None, None], onset.new_tensor([[[0.5, 1.0, 0.5]]]), padding=1)[0, 0]
-    w = 1 + strength * onset / (onset.mean() + 1e-6)
-    return w / w.mean()
+    return _emphasis(onset, strength)
 
 
 def motion_weights(video: torch.Tensor, strength: float) -> torch.Tensor:
@@ -60,7 +59,12 @@ def motion_weights(video: torch.Tensor, strength: float) -> torch.Tensor:
     d = (video[:, 1:].float() - video[:, :-1].float()).abs().mean(dim=0)  # [F-1, H, W]
     pad = d.new_zeros(1, *d.shape[1:])
     motion = 0.5 * (torch.cat([pad, d]) + torch.cat([d, pad]))  # [F, H, W]: the change into and out of each frame
-    w = 1 + strength * motion / (motion.mean() + 1e-6)
+    return _emphasis(motion, strength)
+
+
+def _emphasis(signal: torch.Tensor, strength: float) -> torch.Tensor:
+    """1 + ``strength`` x ``signal`` relative to its mean, averaged to 1 (all ones where the signal is 0)."""
+    w = 1 + strength * signal / (signal.mean() + 1e-6)
     return w / w.mean()
 
 

@@ -57,11 +57,9 @@ def stream_mse(tower: Tower, pred: list[torch.Tensor], target: list[torch.Tensor
 
 
 def token_weights(tower: Tower, weights: torch.Tensor) -> torch.Tensor:
-    """Per-position video weights [F, H, W] -> per-token [num_tokens] in the tower's token order (the mean over
-    each patch, as ``Tower.patchify`` cuts it)."""
-    pt, ph, pw = tower.cfg.patch_size
-    pooled = torch.nn.functional.avg_pool3d(weights[None, None], (pt, ph, pw))[0, 0]  # [F/pt, H/ph, W/pw]
-    return pooled.flatten()
+    """Per-position video weights [F, H, W] -> per-token [num_tokens]: each patch's mean, cut and ordered by
+    ``Tower.patchify`` (a one-channel latent), so the token layout has one owner."""
+    return tower.patchify(weights[None]).mean(dim=1)
 
 
 class Strategy:
