@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from ovi.presets import REPO_ROOT
@@ -40,13 +41,16 @@ def test_each_clip_gets_its_own_seed_and_a_rerun_skips_what_exists(tmp_path, mon
     assert pipe.calls[2:] == [("caption 2", evaluate.SEED + 2)]
 
 
-def test_audio_from_video_flag_reaches_the_config_and_given_modes_turn_it_off(tmp_path, monkeypatch):
+def test_flags_reach_the_config_given_modes_turn_the_second_pass_off_and_bad_ones_are_refused(tmp_path, monkeypatch):
     seen: list[object] = []
+    shifts: list[float | None] = []
 
-    def fake_generate_folder(release, prompts, out, limit=None, condition="none", **settings):  # noqa: ANN001
+    def fake_generate_folder(release, prompts, out, limit=None, condition="none", renoise=None,  # noqa: ANN001
+                             **settings):
         seen.append((condition, *(settings.get(k, "preset") for k in
                                   ("audio_from_video", "conditioning", "sync_guidance_scale",
-                                   "video_guidance_scale"))))
+                                   "video_guidance_scale")), renoise))
+        shifts.append(settings.get("shift"))
 
     monkeypatch.setattr(evaluate, "generate_folder", fake_generate_folder)
     monkeypatch.setattr(evaluate, "score_folder", lambda folder, shuffle=False: {})
@@ -54,11 +58,16 @@ def test_audio_from_video_flag_reaches_the_config_and_given_modes_turn_it_off(tm
     for extra in ([], ["--audio-from-video", "true"], ["--audio-from-video", "false"],
                   ["--audio-from-video", "true", "--condition", "v2a"],
                   ["--condition", "v2a", "--conditioning", "noised", "--sync-guidance-scale", "0"],
-                  ["--video-guidance-scale", "2"]):
+                  ["--video-guidance-scale", "2"], ["--renoise", "0.5"], ["--shift", "1"]):
         assert evaluate.main(common + extra) == 0
-    assert seen == [("none", "preset", "preset", "preset", "preset"), ("none", True, "preset", "preset", "preset"),
-                    ("none", False, "preset", "preset", "preset"), ("v2a", False, "preset", "preset", "preset"),
-                    ("v2a", False, "noised", 0.0, "preset"), ("none", "preset", "preset", "preset", 2.0)]
+    preset = ("preset",) * 4
+    assert seen == [("none", *preset, None), ("none", True, *preset[1:], None), ("none", False, *preset[1:], None),
+                    ("v2a", False, *preset[1:], None), ("v2a", False, "noised", 0.0, "preset", None),
+                    ("none", *preset[:3], 2.0, None), ("none", *preset, 0.5), ("none", *preset, None)]
+    for bad in (["--renoise", "1.5"], ["--renoise", "0.5", "--condition", "v2a"]):  # refused before any loading
+        with pytest.raises(SystemExit):
+            evaluate.main(common + bad)
+    assert len(seen) == 8 and shifts == [None] * 7 + [1.0]
     cfg = evaluate.toy_config(tmp_path, audio_from_video=True)
     assert cfg.audio_from_video and cfg.checkpoints.root == str(tmp_path)
 

@@ -4,7 +4,7 @@ loaders, the geometry, output that is not noise, the scene kind the prompt asks 
 in the joint pass, one seed each), the backdrop colour the caption names, and sync where it is reached: the sound
 the preset makes for a held-out clip's real video (its V2A weights and sync guidance) lands on the clip's impacts
 and flashes and follows its mouth (README, "The toy world"). A model whose audio cannot see the video (fusion or
-RoPE broken) scores chance there."""
+RoPE broken) scores chance there. A real clip noised to sigma 0.2 comes back with its events (ovi.toy.renoise)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -128,6 +128,35 @@ def test_sound_made_for_a_real_video_lands_on_its_events_and_follows_its_mouth(p
     assert given >= 0.45 and given >= 2.5 * shuffled, (given, shuffled)
     mouths = [score_clip(f, a, 24.0, 16000).mouth_corr for kind, f, a in made if kind == "face"]
     assert min(mouths) >= 0.6, mouths
+
+
+def test_renoise_starts_from_the_clip_and_keeps_its_events_at_low_noise(pipe, held_out):
+    """ovi.toy.renoise: at sigma 0 the output is the codecs' round trip of the clip; from sigma 0.2 the model keeps
+    the clip's impacts and flashes in the picture and its sound lands on them. Measured on these 8 clips: visual
+    events kept 0.97, sound on them 0.66; from sigma 0.5 0.16, from pure noise (a start that ignores the clip)
+    0.09 (README, "The toy world": where the model loses its objects)."""
+    from ovi.media import read_video
+    from ovi.modes import load_given
+    from ovi.toy.metrics import score_clip
+    from ovi.toy.renoise import renoise_clip
+    from ovi.toy.sidecar import read_caption, read_sidecar
+
+    clip = held_out[0]
+    video, audio = renoise_clip(pipe, clip, read_caption(clip), 0.0, seed=0)
+    frames = load_given("video", clip, pipe.cfg.geometry, pipe.cfg.area).frames
+    wave = load_given("audio", clip, pipe.cfg.geometry, pipe.cfg.area).wave
+    vae, codec = pipe.c.video_vae, pipe.c.audio_codec
+    assert torch.allclose(video, vae.decode(vae.encode(frames[None]))[0].float(), atol=1e-5)
+    assert torch.allclose(audio, codec.decode(codec.encode(wave[None]))[0].float(), atol=1e-5)
+
+    kept, heard = [], []
+    for i, clip in enumerate(c for c in held_out if not c.stem.endswith("face")):
+        video, audio = renoise_clip(pipe, clip, read_caption(clip), 0.2, seed=i, steps=10)
+        frames = ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()  # [T, H, W, 3]
+        s = score_clip(frames, audio.numpy(), 24.0, 16000, truth=read_sidecar(clip))
+        kept.append(s.truth["visual_recall"])
+        heard.append(s.share_matched)
+    assert np.mean(kept) >= 0.8 and np.mean(heard) >= 0.45, (kept, heard)
 
 
 def test_random_preset_warns_that_its_output_is_noise(caplog):

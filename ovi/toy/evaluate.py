@@ -24,6 +24,7 @@ import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 from tqdm import tqdm
 
@@ -33,6 +34,7 @@ from ovi.media import read_audio, write_mp4
 from ovi.toy.clip import SAMPLE_RATE
 from ovi.presets import load_inference_config
 from ovi.toy.cli import score
+from ovi.toy.renoise import check_sigma, renoise_clip
 from ovi.toy.sidecar import read_sidecar
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ CONDITIONS = ("none", "v2a", "a2v")
 
 
 def generate_folder(release: Path, prompts: Path, out: Path, limit: int | None = None, condition: str = "none",
-                    **settings: object) -> None:
+                    renoise: float | None = None, **settings: object) -> None:
     from ovi.pipeline import OviPipeline  # heavy: only when generating
 
     pipe = OviPipeline.from_config(toy_config(release, **settings))
@@ -68,12 +70,22 @@ def generate_folder(release: Path, prompts: Path, out: Path, limit: int | None =
         if target.exists():
             continue  # resumable
         truth = read_sidecar(video)
-        given = ({"video": video} if condition == "v2a" else
-                 {"audio": read_audio(video, SAMPLE_RATE)} if condition == "a2v" else {})  # decoded only for a2v
-        g = pipe.generate(truth["caption"], seed=SEED + i, progress=False, **given)
+        if renoise is not None:
+            pixels, wave = renoise_clip(pipe, video, truth["caption"], renoise, seed=SEED + i)
+            g = SimpleNamespace(video=pixels, audio=wave, fps=pipe.cfg.geometry.fps,
+                                sample_rate=pipe.cfg.geometry.sample_rate)
+        else:
+            g = _generate(pipe, video, truth["caption"], condition, SEED + i)
         frames = unit_to_uint8(g.video.cpu().transpose(0, 1)).numpy()  # [T, H, W, 3]
         shutil.copy2(video.with_suffix(".json"), out / f"{video.stem}.json")
         write_mp4(target, frames, g.audio.float().cpu().numpy(), fps=g.fps, sample_rate=g.sample_rate)
+
+
+def _generate(pipe: object, video: Path, caption: str, condition: str, seed: int) -> object:
+    """One sample from noise for ``caption``, given the held-out clip's video (v2a) or audio (a2v) or neither."""
+    given = ({"video": video} if condition == "v2a" else
+             {"audio": read_audio(video, SAMPLE_RATE)} if condition == "a2v" else {})  # decoded only for a2v
+    return pipe.generate(caption, seed=seed, progress=False, **given)
 
 
 def score_folder(folder: Path, shuffle_audio: bool = False) -> dict:
@@ -105,21 +117,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video-guidance-scale", type=float, default=None,
                    help="the video's classifier-free guidance (ovi-generate video_guidance_scale=); "
                         "default: the toy preset's")
+    p.add_argument("--shift", type=float, default=None,
+                   help="the sampler's time shift (ovi-generate shift=); default: the toy preset's")
+    p.add_argument("--renoise", type=float, default=None, metavar="SIGMA",
+                   help="each held-out clip noised to SIGMA in [0, 1] and denoised back, instead of generated from noise "
+                        "(ovi.toy.renoise)")
     a = p.parse_args(argv)
     if a.release:
         if a.prompts is None:
             p.error("--release needs --prompts")
+        if a.renoise is not None:
+            if a.condition != "none":
+                p.error("--renoise re-makes both streams: it takes no --condition")
+            try:
+                check_sigma(a.renoise)
+            except ValueError as e:
+                p.error(str(e))
         settings: dict[str, object] = {"lora": a.lora}
         if a.conditioning is not None:
             settings["conditioning"] = a.conditioning
-        for name in ("sync_guidance_scale", "video_guidance_scale"):
+        for name in ("sync_guidance_scale", "video_guidance_scale", "shift"):
             if getattr(a, name) is not None:
                 settings[name] = getattr(a, name)
         if a.condition != "none":  # the given stream's own mode: no second pass
             settings["audio_from_video"] = False
         elif a.audio_from_video != "preset":
             settings["audio_from_video"] = a.audio_from_video == "true"
-        generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, **settings)
+        generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, renoise=a.renoise, **settings)
     print(json.dumps(score_folder(a.out, a.shuffle_audio), indent=1, default=float))
     return 0
 
