@@ -135,7 +135,6 @@ def test_renoise_starts_from_the_clip_and_keeps_its_events_at_low_noise(pipe, he
     the clip's impacts and flashes in the picture and its sound lands on them. Measured on these 8 clips: visual
     events kept 0.97, sound on them 0.66; from sigma 0.5 0.16, from pure noise (a start that ignores the clip)
     0.09 (README, "The toy world": where the model loses its objects)."""
-    from ovi.media import read_video
     from ovi.modes import load_given
     from ovi.toy.metrics import score_clip
     from ovi.toy.renoise import renoise_clip

@@ -9,5 +9,6 @@ The toy model learnt on it (``ovi-toy rebuild``, shipped in checkpoints/toy): ``
 mel-pool codecs in the release codecs' latent shapes (``codecs`` fits and writes them with the tiny text encoder),
 ``vocoder`` is the Griffin-Lim stand-in for BigVGAN, ``init_fusion`` the stage-2
 starting point, ``rebuild`` runs the whole recipe with the project's CLIs, ``evaluate`` and ``attention`` measure
-the generated clips (sync, adherence) and the cross-modal attention's time alignment.
+the generated clips (sync, adherence) and the cross-modal attention's time alignment, ``renoise`` which noise levels
+the model keeps a real clip's objects through.
 """

@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shift", type=float, default=None,
                    help="the sampler's time shift (ovi-generate shift=); default: the toy preset's")
     p.add_argument("--renoise", type=float, default=None, metavar="SIGMA",
-                   help="each held-out clip noised to SIGMA in [0, 1] and denoised back, instead of generated from noise "
-                        "(ovi.toy.renoise)")
+                   help="each held-out clip noised to SIGMA in [0, 1] and denoised back, instead of generated "
+                        "from noise (ovi.toy.renoise)")
     a = p.parse_args(argv)
     if a.release:
         if a.prompts is None:

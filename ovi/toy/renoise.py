@@ -14,6 +14,7 @@ where they are erased here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,20 +22,24 @@ from ovi.denoise import Conditioning, GuidanceConfig, GuidedVelocity
 from ovi.modes import load_given
 from ovi.prompts import format_prompt
 
+if TYPE_CHECKING:
+    from ovi.pipeline import OviPipeline
+
 DEFAULT_STEPS = 20
 
 
 def check_sigma(sigma: float) -> None:
+    """Refuse a level outside the flow's [0, 1] before anything loads."""
     if not 0.0 <= sigma <= 1.0:
         raise ValueError(f"--renoise takes a noise level in [0, 1] (0: the codecs' round trip, 1: pure noise), "
                          f"got {sigma}")
 
 
 @torch.no_grad()
-def renoise_clip(pipe: object, clip: Path, caption: str, sigma: float, seed: int,
+def renoise_clip(pipe: OviPipeline, clip: Path, caption: str, sigma: float, seed: int,
                  steps: int = DEFAULT_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """``clip`` (an mp4 of the model's geometry) noised to ``sigma`` with noise of ``seed``, denoised by ``pipe``
-    (an OviPipeline). Returns video [3, T, H, W] in [-1, 1] and audio [N] at 16 kHz, on the CPU."""
+    """``clip`` (an mp4 of the model's geometry) noised to ``sigma`` with noise of ``seed``, denoised by ``pipe``.
+    Returns video [3, T, H, W] in [-1, 1] and audio [N] at 16 kHz, on the CPU."""
     check_sigma(sigma)
     cfg, c, device, dtype = pipe.cfg, pipe.c, pipe.device, pipe.dtype
     frames = load_given("video", clip, cfg.geometry, cfg.area).frames  # [3, T, H, W], cut to the clip's frames
