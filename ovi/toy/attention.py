@@ -63,7 +63,7 @@ def plot(maps: dict[str, np.ndarray], masses: dict[str, float], path: Path) -> N
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--release", type=Path, nargs="+", required=True, help="model folder(s); name=folder to label")
+    p.add_argument("--release", type=Path, nargs="+", required=True, help="model folder(s), each labelled by its folder name")
     p.add_argument("--clips", type=Path, required=True)
     p.add_argument("--limit", type=int, default=8)
     p.add_argument("--out", type=Path, required=True, help="JSON of aligned masses")
