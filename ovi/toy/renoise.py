@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ovi.denoise import Conditioning, GuidanceConfig, GuidedVelocity
+from ovi.flow import FlowMatching
 from ovi.modes import load_given
 from ovi.prompts import format_prompt
 
@@ -49,7 +50,8 @@ def renoise_clip(pipe: OviPipeline, clip: Path, caption: str, sigma: float, seed
     gen = torch.Generator(device).manual_seed(seed)
     eps_v = torch.randn(x0_v.shape, generator=gen, device=device, dtype=dtype)
     eps_a = torch.randn(x0_a.shape, generator=gen, device=device, dtype=dtype)
-    x_v, x_a = (1 - sigma) * x0_v + sigma * eps_v, (1 - sigma) * x0_a + sigma * eps_a
+    flow = FlowMatching()
+    x_v, x_a = flow.noise(x0_v, eps_v, sigma), flow.noise(x0_a, eps_a, sigma)
 
     text = format_prompt(caption, pipe.prompt_style)
     cond = Conditioning(*c.text_encoder.encode([text, cfg.video_negative_prompt, cfg.audio_negative_prompt]))
@@ -59,7 +61,7 @@ def renoise_clip(pipe: OviPipeline, clip: Path, caption: str, sigma: float, seed
     # The solvers' schedules (ovi.sampling) start at sigma 1; plain Euler steps over an even grid start anywhere.
     sigmas = torch.linspace(sigma, 0.0, steps + 1).tolist() if sigma > 0 else [0.0]  # 0: nothing to integrate
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        v_v, v_a = velocity(x_v, x_a, torch.tensor([s * 1000.0], device=device))  # the model's t is sigma x 1000
+        v_v, v_a = velocity(x_v, x_a, flow.timestep(torch.tensor([s], device=device)))
         x_v, x_a = x_v + (s_next - s) * v_v, x_a + (s_next - s) * v_a
     video = c.video_vae.decode(x_v[None], cfg.vae_chunk_frames, "cpu")[0].float()
     audio = c.audio_codec.decode(x_a.T[None])[0].float().cpu()
