@@ -24,6 +24,7 @@ import torch
 
 from ovi.fileio import atomic_path
 from ovi.geometry import FPS, SAMPLE_RATE
+from ovi.imaging import unit_to_uint8
 
 VIDEO_CODEC = "libx264"
 VIDEO_PIX_FMT = "yuv420p"  # the pixel format every player decodes; chroma is 2x2 subsampled -> even sizes
@@ -56,8 +57,7 @@ def to_uint8_frames(video: ArrayLike) -> np.ndarray:
     """
     if isinstance(video, torch.Tensor) and video.is_floating_point():
         _check_float_layout(tuple(video.shape))
-        levels = (video.detach().float().clamp(-1.0, 1.0) + 1.0) * (UINT8_MAX / 2)
-        return levels.round().to(torch.uint8).permute(1, 2, 3, 0).contiguous().cpu().numpy()
+        return unit_to_uint8(video.detach().float().transpose(0, 1)).contiguous().cpu().numpy()
     arr = _to_numpy(video)
     if arr.dtype == np.uint8:
         if arr.ndim != 4 or arr.shape[-1] != 3:

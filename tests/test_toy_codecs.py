@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from ovi.codecs.mel import MelFrontEnd
 from ovi.config import load_fusion_config
+from ovi.imaging import frames_to_pixels
+from ovi.media import to_uint8_frames
 from ovi.models.fusion import FusionModel
 from ovi.models.stream import Stream
 from ovi.presets import REPO_ROOT
@@ -76,7 +78,7 @@ def test_aligned_attention_mass_is_one_on_the_diagonal_and_uniform_share_on_a_fl
 
 def _pixels(frames_u8: np.ndarray) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> [3, T, H, W] in [-1, 1]."""
-    return torch.from_numpy(frames_u8).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+    return frames_to_pixels(torch.from_numpy(frames_u8), None, None)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +149,7 @@ def test_fixed_codecs_keep_the_world_events_the_sync_metric_measures(codecs, wor
     audio_recall = []
     for clip in world_clips:
         video = video_codec.decode(video_codec.encode(_pixels(clip.frames)[None]))[0]
-        frames = ((video + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 3, 0).numpy()
+        frames = to_uint8_frames(video)
         mel = audio_codec.decode(audio_codec.encode(MelFrontEnd()(torch.from_numpy(clip.audio)[None])))
         wave = vocoder(mel)[0, 0].numpy()
         truth = score_clip(frames, wave, 24.0, SAMPLE_RATE, clip.truth).truth

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from ovi.media import to_uint8_frames
 from ovi.presets import REPO_ROOT, load_inference_config
 
 SHIPPED = REPO_ROOT / "checkpoints" / "toy"
@@ -42,7 +43,7 @@ def clips(pipe):
     out = []
     for prompt, kind in PROMPTS:
         g = pipe.generate(prompt, seed=0, progress=False)
-        frames = ((g.video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()  # [T, H, W, 3]
+        frames = to_uint8_frames(g.video)  # [T, H, W, 3]
         out.append((kind, frames, g.audio.float().numpy()))
     return out
 
@@ -151,7 +152,7 @@ def test_renoise_starts_from_the_clip_and_keeps_its_events_at_low_noise(pipe, he
     kept, heard = [], []
     for i, clip in enumerate(c for c in held_out if not c.stem.endswith("face")):
         video, audio = renoise_clip(pipe, clip, read_caption(clip), 0.2, seed=i, steps=10)
-        frames = ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()  # [T, H, W, 3]
+        frames = to_uint8_frames(video)  # [T, H, W, 3]
         s = score_clip(frames, audio.numpy(), 24.0, 16000, truth=read_sidecar(clip))
         kept.append(s.truth["visual_recall"])
         heard.append(s.share_matched)

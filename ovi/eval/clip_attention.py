@@ -23,6 +23,7 @@ import torch
 from ovi.eval.attention import (CrossAttentionMaps, audio_to_video_time, record_cross_attention, render_overlays,
                                 render_time_matrix, video_heatmaps)
 from ovi.geometry import AUDIO_SAMPLES_PER_LATENT, FPS, SAMPLE_RATE, VAE_TEMPORAL_FACTOR, latent_frames
+from ovi.imaging import frames_to_pixels
 from ovi.models.stream import Stream
 
 DEFAULT_SIGMA = 0.5
@@ -69,7 +70,7 @@ def clip_attention(components, frames: np.ndarray, audio: np.ndarray, prompt: st
     """``frames`` uint8 [T, H, W, 3], ``audio`` float [N] at 16 kHz -> the recorded cross-modal attention."""
     c = components
     t = 1 + (latent_frames(len(frames)) - 1) * VAE_TEMPORAL_FACTOR  # the causal VAE's 1 + 4k frames
-    video = torch.from_numpy(frames[:t]).permute(3, 0, 1, 2).float()[None] / 127.5 - 1.0  # [1, 3, T, H, W]
+    video = frames_to_pixels(torch.from_numpy(frames[:t]), None, None)[None]  # [1, 3, T, H, W]
     v = c.video_vae.encode(video)[0].float()  # [z, F, h, w]
     a = c.audio_codec.encode(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None])[0].T.float()  # [L, C]
     text = c.text_encoder.encode([prompt])[0]

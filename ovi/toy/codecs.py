@@ -27,8 +27,8 @@ from ovi.codecs.audio_codec import AudioCodec
 from ovi.codecs.mel import MelFrontEnd
 from ovi.config import load_fusion_config
 from ovi.geometry import FPS
-from ovi.imaging import unit_to_uint8
-from ovi.media import read_audio, read_video
+from ovi.imaging import frames_to_pixels
+from ovi.media import read_audio, read_video, to_uint8_frames
 from ovi.toy.clip import SAMPLE_RATE
 from ovi.toy.fixed_codecs import BASES, MelPoolCodec, PixelVideoCodec, fit_audio_codec, fit_video_codec
 from ovi.toy.sidecar import read_caption
@@ -55,16 +55,11 @@ def world_videos(folder: Path, limit: int | None = None) -> list[Path]:
 
 
 def load_world(folder: Path, limit: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Every mp4 of a world folder -> (frames uint8 [T, 3, H, W], audio float32 [N]) lists."""
+    """Every mp4 of a world folder -> (frames uint8 [T, H, W, 3], audio float32 [N]) lists."""
     videos = world_videos(folder, limit)
-    frames = [torch.from_numpy(read_video(v)[0]).permute(0, 3, 1, 2).contiguous() for v in videos]
+    frames = [torch.from_numpy(read_video(v)[0]) for v in videos]
     audio = [torch.from_numpy(read_audio(v, SAMPLE_RATE)) for v in videos]
     return frames, audio
-
-
-def _to_pixels(frames_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 [T, 3, H, W] -> [3, T, H, W] in [-1, 1]."""
-    return frames_u8.permute(1, 0, 2, 3).float() / 127.5 - 1.0
 
 
 def save_text_encoder(out: Path, text_dim: int, captions: list[str], seed: int = 0) -> None:
@@ -76,7 +71,8 @@ def save_text_encoder(out: Path, text_dim: int, captions: list[str], seed: int =
 
 def write_codecs(frames: list[torch.Tensor], audio: list[torch.Tensor], out: Path, video_basis: str = "pixels") -> None:
     """Fit the fixed codecs' statistics on (up to STATS_CLIPS of) the world's clips and write their files."""
-    fit_video_codec((_to_pixels(f) for f in frames[:STATS_CLIPS]), out / VIDEO_CODEC_FILE, basis=video_basis)
+    pixels = (frames_to_pixels(f, None, None) for f in frames[:STATS_CLIPS])  # [3, T, H, W] each
+    fit_video_codec(pixels, out / VIDEO_CODEC_FILE, basis=video_basis)
     mel = MelFrontEnd()
     with torch.no_grad():
         fit_audio_codec((mel(a[None])[0] for a in audio[:STATS_CLIPS]), out / AUDIO_CODEC_FILE)
@@ -100,7 +96,7 @@ def evaluate(folder: Path, clips: Path, limit: int = 16) -> dict:
     psnrs, mel_codec, mel_wave, hits, hits_frame, offsets, events, kinds = [], [], [], [], [], [], [], []
     audio_events = []
     for path, f, a in zip(videos, frames, audio):
-        x = _to_pixels(f)[None]  # [1, 3, T, H, W]
+        x = frames_to_pixels(f, None, None)[None]  # [1, 3, T, H, W]
         y = vae.decode(vae.encode(x))
         n = min(x.shape[2], y.shape[2])
         psnrs.append(psnr(((y[:, :, :n] + 1) / 2).numpy(), ((x[:, :, :n] + 1) / 2).numpy(), peak=1.0))
@@ -119,7 +115,7 @@ def evaluate(folder: Path, clips: Path, limit: int = 16) -> dict:
             share_frame, within_frame = match_events(before, after, 1.0 / FPS)
             hits_frame.append(share_frame)
             offsets.extend(np.abs(within_frame).tolist())
-        pixels = unit_to_uint8(y[0].transpose(0, 1)).numpy()  # [T, H, W, 3]
+        pixels = to_uint8_frames(y[0])  # [T, H, W, 3]
         truth = json.loads(path.with_suffix(".json").read_text())
         judged = score_clip(pixels, wave.numpy(), FPS, SAMPLE_RATE, truth).truth  # both streams decoded
         kinds.append(float(judged["kind_ok"]))
