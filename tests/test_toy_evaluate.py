@@ -2,6 +2,7 @@
 noise and the toy models gave every caption the same sound onsets), the caption as the prompt, resumable."""
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from ovi.presets import REPO_ROOT
 from ovi.toy import evaluate
+from ovi.toy.recovery import backdrop, moving_tokens, recovered, shrinkage_estimate
 from ovi.toy.sidecar import write_sidecar
 
 
@@ -87,3 +89,20 @@ def test_a_release_without_v2a_weights_loads_with_the_fusion_weights_making_the_
     assert cfg.checkpoints.v2a == "" and not cfg.v2a_weights_used
     assert "has no v2a.safetensors" in caplog.text  # said, not silent
     assert OviPipeline.from_config(cfg).pass_weights is None
+
+
+def test_recovery_measures_reward_the_moving_part_and_punish_clutter():
+    """ovi.toy.recovery's two measures on known estimates: the truth, the backdrop alone, twice the truth (all of it
+    given back, and as much again of clutter), noise only; and a clip where nothing moves (no figure, not a crash)."""
+    video = torch.zeros(4, 9, 3, 3)
+    video[:, 4, 1, 1] = 2.0  # one token lights up in one latent frame
+    truth = video - backdrop(video)
+    mask = moving_tokens(truth, share=1 / 81)
+    assert mask.sum() == 1 and mask[4, 1, 1]
+    assert recovered(truth, truth, mask) == (1.0, 1.0)
+    assert recovered(truth, torch.zeros_like(truth), mask) == (0.0, 0.0)
+    assert recovered(truth, 2 * truth, mask) == (2.0, 0.0)
+    given, explained = recovered(truth, torch.randn(truth.shape, generator=torch.Generator().manual_seed(0)), mask)
+    assert explained < 0
+    assert all(math.isnan(v) for v in recovered(torch.zeros_like(truth), truth, mask))
+    assert torch.equal(shrinkage_estimate(video, 0.0), video)  # no noise: the clip itself

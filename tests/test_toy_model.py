@@ -159,6 +159,30 @@ def test_renoise_starts_from_the_clip_and_keeps_its_events_at_low_noise(pipe, he
     assert np.mean(kept) >= 0.8 and np.mean(heard) >= 0.45, (kept, heard)
 
 
+def test_one_call_recovery_is_exact_at_zero_noise_and_the_model_beats_a_denoiser_that_learnt_nothing(pipe, held_out):
+    """ovi.toy.recovery: at sigma 0 both estimates are the clip itself; at 0.1 the shipped model gives back most of
+    the moving part, and at 0.3 more of it, with far less error, than the per-token shrinkage baseline. Measured on
+    these 12 clips: model given back 0.91 / 0.66 at sigma 0.1 / 0.3 (explained 0.94 / 0.70), the baseline 0.55 at
+    0.3 (explained 0.28) (README, "The toy world": where the model loses its objects)."""
+    from ovi.toy.recovery import clip_recovery
+    from ovi.toy.sidecar import read_caption
+
+    rows = [clip_recovery(pipe, clip, read_caption(clip), (0.0, 0.1, 0.3), seed=i) for i, clip in enumerate(held_out)]
+    mean = {s: {k: float(np.mean([r[s][k] for r in rows])) for k in rows[0][s]} for s in (0.0, 0.1, 0.3)}
+    assert all(abs(v - 1.0) < 1e-5 for v in mean[0.0].values()), mean[0.0]
+    assert mean[0.1]["model given back"] >= 0.8 and mean[0.1]["model explained"] >= 0.8, mean[0.1]
+    assert mean[0.3]["model given back"] > mean[0.3]["baseline given back"], mean[0.3]
+    assert mean[0.3]["model explained"] > mean[0.3]["baseline explained"] + 0.2, mean[0.3]
+
+
+def test_recovery_refuses_a_noise_level_without_a_clip_before_loading(tmp_path, capsys):
+    from ovi.toy.recovery import main
+
+    with pytest.raises(SystemExit):
+        main(["--release", str(tmp_path / "none"), "--clips", str(tmp_path), "--sigmas", "0.5", "1.0"])
+    assert "[0, 1)" in capsys.readouterr().err
+
+
 def test_random_preset_warns_that_its_output_is_noise(caplog):
     from ovi.components import random_components
     from ovi.config import load_fusion_config

@@ -10,5 +10,6 @@ mel-pool codecs in the release codecs' latent shapes (``codecs`` fits and writes
 ``vocoder`` is the Griffin-Lim stand-in for BigVGAN, ``init_fusion`` the stage-2
 starting point, ``rebuild`` runs the whole recipe with the project's CLIs, ``evaluate`` and ``attention`` measure
 the generated clips (sync, adherence) and the cross-modal attention's time alignment, ``renoise`` which noise levels
-the model keeps a real clip's objects through.
+the model keeps a real clip's objects through, and ``recovery`` how much of their moving part one model call gives
+back at each level.
 """

@@ -36,6 +36,24 @@ def check_sigma(sigma: float) -> None:
                          f"got {sigma}")
 
 
+def clip_latents(pipe: OviPipeline, clip: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``clip`` (an mp4 of the model's geometry) through the release's codecs: video [C, F, h, w], audio [L, C]."""
+    cfg, c = pipe.cfg, pipe.c
+    frames = load_given("video", clip, cfg.geometry, cfg.area).frames  # [3, T, H, W], cut to the clip's frames
+    wave = load_given("audio", clip, cfg.geometry, cfg.area).wave  # [N], cut to the clip's samples
+    x0_v = c.video_vae.encode(frames[None].to(pipe.device))[0].to(pipe.dtype)
+    x0_a = c.audio_codec.encode(wave[None].to(pipe.device))[0].T.to(pipe.dtype)
+    return x0_v, x0_a
+
+
+def caption_velocity(pipe: OviPipeline, caption: str, guide: GuidanceConfig) -> GuidedVelocity:
+    """The model's velocity with ``caption`` as the prompt and the preset's negative prompts, guided by ``guide``."""
+    cfg = pipe.cfg
+    text = format_prompt(caption, pipe.prompt_style)
+    cond = Conditioning(*pipe.c.text_encoder.encode([text, cfg.video_negative_prompt, cfg.audio_negative_prompt]))
+    return GuidedVelocity(pipe.c.model, cond, guide)
+
+
 @torch.no_grad()
 def renoise_clip(pipe: OviPipeline, clip: Path, caption: str, sigma: float, seed: int,
                  steps: int = DEFAULT_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,21 +61,16 @@ def renoise_clip(pipe: OviPipeline, clip: Path, caption: str, sigma: float, seed
     Returns video [3, T, H, W] in [-1, 1] and audio [N] at 16 kHz, on the CPU."""
     check_sigma(sigma)
     cfg, c, device, dtype = pipe.cfg, pipe.c, pipe.device, pipe.dtype
-    frames = load_given("video", clip, cfg.geometry, cfg.area).frames  # [3, T, H, W], cut to the clip's frames
-    wave = load_given("audio", clip, cfg.geometry, cfg.area).wave  # [N], cut to the clip's samples
-    x0_v = c.video_vae.encode(frames[None].to(device))[0].to(dtype)  # [C, F, h, w]
-    x0_a = c.audio_codec.encode(wave[None].to(device))[0].T.to(dtype)  # [L, C]
+    x0_v, x0_a = clip_latents(pipe, clip)  # [C, F, h, w], [L, C]
     gen = torch.Generator(device).manual_seed(seed)
     eps_v = torch.randn(x0_v.shape, generator=gen, device=device, dtype=dtype)
     eps_a = torch.randn(x0_a.shape, generator=gen, device=device, dtype=dtype)
     flow = FlowMatching()
     x_v, x_a = flow.noise(x0_v, eps_v, sigma), flow.noise(x0_a, eps_a, sigma)
 
-    text = format_prompt(caption, pipe.prompt_style)
-    cond = Conditioning(*c.text_encoder.encode([text, cfg.video_negative_prompt, cfg.audio_negative_prompt]))
     guide = GuidanceConfig("euler", steps, 1.0, cfg.video_guidance_scale, cfg.audio_guidance_scale,
                            max(cfg.slg_layer, 0))
-    velocity = GuidedVelocity(c.model, cond, guide)
+    velocity = caption_velocity(pipe, caption, guide)
     # The solvers' schedules (ovi.sampling) start at sigma 1; plain Euler steps over an even grid start anywhere.
     sigmas = torch.linspace(sigma, 0.0, steps + 1).tolist() if sigma > 0 else [0.0]  # 0: nothing to integrate
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
