@@ -8,11 +8,12 @@ latents (both streams) are put on the training path, (1 - sigma) x0 + sigma eps,
 estimate x0 = x_sigma - sigma v (the caption as the prompt, no guidance) is compared with the truth over those
 tokens in two ways: *given back*, its deviation projected on the true one (1 = all of it, 0 = the backdrop alone),
 and *explained*, 1 - |error|^2 / |true deviation|^2 (1 = exact, 0 = no better than the backdrop alone, below 0 =
-clutter that misses more than it finds). The baseline sees the same x_sigma and knows nothing
-learnt: its backdrop is the median of x_sigma / (1 - sigma) over latent frames, and each token's deviation from it
-is shrunk by the share of that deviation's energy the noise explains (James-Stein). Where the model is above the
-baseline it uses what one token's values cannot show (the objects' shape and path); this is the cheap (seconds a
-clip) counterpart of ``ovi.toy.evaluate --renoise``, which integrates the whole way back and scores the events.
+clutter that misses more than it finds). The baseline sees the same x_sigma and has learnt nothing: its backdrop
+is the median of x_sigma / (1 - sigma) over latent frames, and each token's deviation from it is shrunk by the
+share of that deviation's energy the noise explains (James-Stein). Where the model is above the baseline it uses
+what one token's values cannot show (the objects' shape and path). This is the cheap (seconds a clip) counterpart
+of ``ovi.toy.evaluate --renoise``, which integrates the whole way back and scores the events. The measures are in
+the release's latents, so releases with different video codecs (pixel / Haar basis) are not comparable.
 """
 from __future__ import annotations
 
