@@ -102,7 +102,7 @@ def test_recovery_measures_reward_the_moving_part_and_punish_clutter():
     assert recovered(truth, truth, mask) == (1.0, 1.0)
     assert recovered(truth, torch.zeros_like(truth), mask) == (0.0, 0.0)
     assert recovered(truth, 2 * truth, mask) == (2.0, 0.0)
-    given, explained = recovered(truth, torch.randn(truth.shape, generator=torch.Generator().manual_seed(0)), mask)
+    _, explained = recovered(truth, torch.randn(truth.shape, generator=torch.Generator().manual_seed(0)), mask)
     assert explained < 0
     assert all(math.isnan(v) for v in recovered(torch.zeros_like(truth), truth, mask))
     assert torch.equal(shrinkage_estimate(video, 0.0), video)  # no noise: the clip itself

@@ -83,19 +83,20 @@ def clip_recovery(pipe: OviPipeline, clip: Path, caption: str, sigmas: tuple[flo
     moving part after one call at that level."""
     check_sigmas(sigmas)
     x0_v, x0_a = clip_latents(pipe, clip)  # [C, F, h, w], [L, C]
-    truth = x0_v - backdrop(x0_v)
+    base = backdrop(x0_v)
+    truth = x0_v - base
     mask = moving_tokens(truth)
     velocity = caption_velocity(pipe, caption, GuidanceConfig("euler", 1, 1.0, 1.0, 1.0, 0))  # the prompt alone
+    gen = torch.Generator(pipe.device).manual_seed(seed)  # one noise draw, scaled to every level
+    eps_v = torch.randn(x0_v.shape, generator=gen, device=pipe.device, dtype=pipe.dtype)
+    eps_a = torch.randn(x0_a.shape, generator=gen, device=pipe.device, dtype=pipe.dtype)
     flow, out = FlowMatching(), {}
     for s in sigmas:
-        gen = torch.Generator(pipe.device).manual_seed(seed)
-        eps_v = torch.randn(x0_v.shape, generator=gen, device=pipe.device, dtype=pipe.dtype)
-        eps_a = torch.randn(x0_a.shape, generator=gen, device=pipe.device, dtype=pipe.dtype)
         x_v, x_a = flow.noise(x0_v, eps_v, s), flow.noise(x0_a, eps_a, s)
         v_v, _ = velocity(x_v, x_a, flow.timestep(torch.tensor([s], device=pipe.device)))
         estimates = {"model": flow.to_data(x_v, v_v, s), "baseline": shrinkage_estimate(x_v.float(), s)}
         out[s] = {f"{name} {measure}": value for name, x0 in estimates.items()
-                  for measure, value in zip(("given back", "explained"), recovered(truth, x0 - backdrop(x0_v), mask))}
+                  for measure, value in zip(("given back", "explained"), recovered(truth, x0 - base, mask))}
     return out
 
 
@@ -116,6 +117,7 @@ def recovery(release: Path, clips: Path, limit: int = 12, sigmas: tuple[float, .
     pipe = OviPipeline.from_config(toy_config(release))
     per_clip = [clip_recovery(pipe, v, read_caption(v), sigmas, seed=i)
                 for i, v in enumerate(tqdm(videos, desc="recovery", unit="clip"))]
+
     def mean(values: list[float]) -> float:  # over the clips where something moves
         kept = [v for v in values if not math.isnan(v)]
         return sum(kept) / len(kept) if kept else math.nan
