@@ -181,6 +181,9 @@ def test_recovery_refuses_a_noise_level_without_a_clip_before_loading(tmp_path, 
     with pytest.raises(SystemExit):
         main(["--release", str(tmp_path / "none"), "--clips", str(tmp_path), "--sigmas", "0.5", "1.0"])
     assert "[0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--release", str(tmp_path / "none"), "--clips", str(tmp_path)])
+    assert "no .mp4 clips" in capsys.readouterr().err
 
 
 def test_random_preset_warns_that_its_output_is_noise(caplog):

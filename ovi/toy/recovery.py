@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         check_sigmas(tuple(a.sigmas))
     except ValueError as e:
         p.error(str(e))
-    shares = recovery(a.release, a.clips, a.limit, tuple(a.sigmas))
+    try:
+        shares = recovery(a.release, a.clips, a.limit, tuple(a.sigmas))
+    except FileNotFoundError as e:  # no clips, or a release folder without its files: one line, not a traceback
+        p.error(str(e))
     print(f"{'sigma':19s} " + "  ".join(f"{s:5.2f}" for s in a.sigmas))
     for name, row in shares.items():
         print(f"{name:19s} " + "  ".join(f"{row[s]:5.2f}" for s in a.sigmas))
