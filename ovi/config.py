@@ -68,6 +68,12 @@ class FusionConfig:
             self.audio.num_layers,
         ):
             raise ValueError("video and audio towers must have the same num_layers (they fuse block by block)")
+        # The widths may differ (cross-modal K/V project the other tower's width into this one's), but a query
+        # and the other tower's keys are rotated by their own tower's RoPE table, so the head widths must agree.
+        head_dims = {t.dim / t.num_heads for t in (self.video, self.audio)}
+        if len(head_dims) > 1:
+            raise ValueError(f"video and audio towers need the same head width (dim / num_heads), got "
+                             f"{self.video.dim}/{self.video.num_heads} and {self.audio.dim}/{self.audio.num_heads}")
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:

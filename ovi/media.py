@@ -29,6 +29,10 @@ from ovi.imaging import unit_to_uint8
 VIDEO_CODEC = "libx264"
 VIDEO_PIX_FMT = "yuv420p"  # the pixel format every player decodes; chroma is 2x2 subsampled -> even sizes
 VIDEO_CRF = 18  # x264 constant-quality level: visually near-lossless, small files
+# x264's macroblock-tree rate control read memory it never set: the same frames gave another stream (pixels off by
+# up to ~20 levels) whenever the process had freed memory before, e.g. after sampling, so one seed wrote different
+# mp4s. Without it, repeated writes are identical; the toy clip's stream is ~1.7x larger at the same crf.
+VIDEO_X264_PARAMS = "mbtree=0"
 AUDIO_CODEC = "aac"
 AUDIO_BIT_RATE = 128_000
 AAC_FRAME_SAMPLES = 1024  # samples per AAC frame (also its encoder delay)
@@ -160,7 +164,8 @@ def write_mp4(
         with av.open(str(tmp), mode="w", format="mp4") as container:
             container.metadata.update(metadata or {})
             # every stream must exist before the first packet is muxed (that writes the mp4 header)
-            video_stream = container.add_stream(VIDEO_CODEC, rate=rate, options={"crf": str(VIDEO_CRF)})
+            video_stream = container.add_stream(
+                VIDEO_CODEC, rate=rate, options={"crf": str(VIDEO_CRF), "x264-params": VIDEO_X264_PARAMS})
             video_stream.height, video_stream.width = frames.shape[1:3]
             video_stream.pix_fmt = VIDEO_PIX_FMT
             if mono is not None:

@@ -161,3 +161,37 @@ def test_model_config_typos_and_missing_keys_are_named(tmp_path: Path) -> None:
     missing.write_text("video:\n  modality: video\n  in_dim: 48\n  out_dim: 48\n")
     with pytest.raises(ValueError, match="patch_size"):
         load_fusion_config(missing)
+
+
+def test_towers_of_different_widths_fuse_and_exchange_information() -> None:
+    """A video tower twice the audio tower's width (same head width): the cross-modal K/V bridge the widths,
+    and each tower's output depends on the other tower's input."""
+    cfg = load_fusion_config(REPO / "configs/model/tiny.yaml", ["video.dim=256", "video.num_heads=8", "video.ffn_dim=512"])
+    model = FusionModel(cfg)
+    k = model.video_model.blocks[0].cross_attn.k_fusion
+    assert tuple(k.weight.shape) == (256, 128)  # audio width in, video width out
+    assert tuple(model.audio_model.blocks[0].cross_attn.k_fusion.weight.shape) == (128, 256)
+    g = torch.Generator().manual_seed(0)
+    for p in model.parameters():  # zero-initialised heads would hide any exchange
+        p.data.normal_(0, 0.05, generator=g)
+    video, ctx = [torch.randn(48, 2, 4, 4, generator=g)], [torch.randn(3, 4096, generator=g)]
+    audio, other = [torch.randn(9, 20, generator=g)], [torch.randn(9, 20, generator=g)]
+    t = torch.tensor([500])
+    with torch.no_grad():
+        v0, a0 = model(*_streams(video, audio, t, ctx, ctx))
+        v1, _ = model(*_streams(video, other, t, ctx, ctx))
+    assert v0[0].shape == video[0].shape and a0[0].shape == audio[0].shape
+    assert (v0[0] - v1[0]).abs().max() > 1e-4  # the video reads the audio
+
+
+def test_towers_with_different_head_widths_are_refused() -> None:
+    with pytest.raises(ValueError, match="head width"):
+        load_fusion_config(REPO / "configs/model/tiny.yaml", ["video.dim=256"])
+
+
+def test_toy_wide_ablation_keeps_the_toy_audio_tower() -> None:
+    """configs/model/toy_wide.yaml reuses stage 1's audio tower, so its audio geometry must be toy.yaml's."""
+    wide, toy = (load_fusion_config(REPO / f"configs/model/{n}.yaml") for n in ("toy_wide", "toy"))
+    assert wide.audio == toy.audio and wide.video.dim != toy.video.dim
+    model = FusionModel(wide)
+    assert model.video_model.grid_size(torch.zeros(48, 31, 32, 32)) == (31, 16, 16)  # the release's 1x2x2 patches

@@ -126,3 +126,28 @@ def test_crash_mid_write_leaves_no_file_and_keeps_the_old_one(tmp_path: Path, mo
         write_mp4(target, _frames()[::-1], _tone())
     assert target.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def _video_packets(path: Path) -> list[bytes]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
+
+
+def test_same_frames_write_the_same_stream_after_memory_was_reused(tmp_path: Path) -> None:
+    """One seed, one mp4: x264 once read memory it never set, so a write after the process had freed memory
+    (as after sampling) gave another stream. Memory is filled and freed before each write here."""
+    frames = np.zeros((121, 64, 64, 3), np.uint8)  # a 5 s clip: ramps, and a square swinging left and right
+    frames[..., 0] = np.linspace(40, 200, 64, dtype=np.float32).astype(np.uint8)[None, None, :]
+    frames[..., 2] = np.linspace(200, 40, 64, dtype=np.float32).astype(np.uint8)[None, :, None]
+    for i, x in enumerate((28 + 24 * np.sin(np.arange(121) / 6)).astype(int)):
+        frames[i, 20:32, x - 6 : x + 6] = (255, 60, 60)
+    g = np.random.default_rng(0)
+    streams = []
+    for i in range(6):
+        junk = [g.bytes(n << 16) for n in range(1, 33)]  # freed, then reused by the encoder's allocations
+        del junk
+        write_mp4(tmp_path / f"{i}.mp4", frames)
+        streams.append(_video_packets(tmp_path / f"{i}.mp4"))
+    assert all(s == streams[0] for s in streams[1:])

@@ -34,8 +34,8 @@ class FusionModel(nn.Module):
     def __init__(self, cfg: FusionConfig, init: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
-        self.video_model = Tower(cfg.video, fusion=True)
-        self.audio_model = Tower(cfg.audio, fusion=True)
+        self.video_model = Tower(cfg.video, fusion=True, target_dim=cfg.audio.dim)
+        self.audio_model = Tower(cfg.audio, fusion=True, target_dim=cfg.video.dim)
         if init:
             self.init_weights()
 

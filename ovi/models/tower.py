@@ -158,12 +158,12 @@ class CrossAttention(SelfAttention):
 
 
 class TowerBlock(nn.Module):
-    def __init__(self, cfg: TowerConfig, fusion: bool) -> None:
+    def __init__(self, cfg: TowerConfig, fusion: bool, target_dim: int | None = None) -> None:
         super().__init__()
         self.norm1 = LayerNorm(cfg.dim, cfg.eps)
         self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, cfg.eps)
         self.norm3 = LayerNorm(cfg.dim, cfg.eps, affine=True)
-        self.cross_attn = CrossAttention(cfg.dim, cfg.num_heads, cfg.eps, fusion)
+        self.cross_attn = CrossAttention(cfg.dim, cfg.num_heads, cfg.eps, fusion, target_dim)
         self.norm2 = LayerNorm(cfg.dim, cfg.eps)
         self.ffn = FeedForward(cfg.dim, cfg.ffn_dim)
         self.modulation = Modulation(cfg.dim)
@@ -211,7 +211,7 @@ class Tower(nn.Module):
         """True for a parameter/module name inside one of ``high_precision_parts``."""
         return not cls.high_precision_parts.isdisjoint(name.split("."))
 
-    def __init__(self, cfg: TowerConfig, fusion: bool = False) -> None:
+    def __init__(self, cfg: TowerConfig, fusion: bool = False, target_dim: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.head_dim = cfg.dim // cfg.num_heads
@@ -224,7 +224,7 @@ class Tower(nn.Module):
         )
         self.time_embedding = nn.Sequential(Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), Linear(cfg.dim, cfg.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), Linear(cfg.dim, 6 * cfg.dim))
-        self.blocks = nn.ModuleList(TowerBlock(cfg, fusion) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(TowerBlock(cfg, fusion, target_dim) for _ in range(cfg.num_layers))
         self.head = Head(cfg.dim, cfg.out_dim, cfg.patch_size, cfg.eps)
         self.gradient_checkpointing = False
         self.attention_backend = "auto"
