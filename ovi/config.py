@@ -57,7 +57,7 @@ class TowerConfig:
 
 @dataclass
 class FusionConfig:
-    """The twin-tower fusion model: one video and one audio tower with the same depth."""
+    """The twin-tower fusion model: one video and one audio tower with the same depth and head width."""
 
     video: TowerConfig = field(default_factory=lambda: TowerConfig(modality="video"))
     audio: TowerConfig = field(default_factory=lambda: TowerConfig(modality="audio"))

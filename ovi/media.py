@@ -29,9 +29,10 @@ from ovi.imaging import unit_to_uint8
 VIDEO_CODEC = "libx264"
 VIDEO_PIX_FMT = "yuv420p"  # the pixel format every player decodes; chroma is 2x2 subsampled -> even sizes
 VIDEO_CRF = 18  # x264 constant-quality level: visually near-lossless, small files
-# x264's macroblock-tree rate control read memory it never set: the same frames gave another stream (pixels off by
-# up to ~20 levels) whenever the process had freed memory before, e.g. after sampling, so one seed wrote different
-# mp4s. Without it, repeated writes are identical; the toy clip's stream is ~1.7x larger at the same crf.
+# x264's macroblock-tree rate control depended on memory it never set: the same frames gave another stream (pixels
+# off by up to ~20 levels) whenever the process had freed memory before, e.g. after sampling, so one seed wrote
+# different mp4s (also gone with asm=0 or no lookahead). Without it, repeated writes are identical; the toy clip's
+# stream is ~1.7x larger at the same crf.
 VIDEO_X264_PARAMS = "mbtree=0"
 AUDIO_CODEC = "aac"
 AUDIO_BIT_RATE = 128_000
