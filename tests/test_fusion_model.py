@@ -175,13 +175,16 @@ def test_towers_of_different_widths_fuse_and_exchange_information() -> None:
     for p in model.parameters():  # zero-initialised heads would hide any exchange
         p.data.normal_(0, 0.05, generator=g)
     video, ctx = [torch.randn(48, 2, 4, 4, generator=g)], [torch.randn(3, 4096, generator=g)]
-    audio, other = [torch.randn(9, 20, generator=g)], [torch.randn(9, 20, generator=g)]
+    audio, other_audio = [torch.randn(9, 20, generator=g)], [torch.randn(9, 20, generator=g)]
+    other_video = [torch.randn(48, 2, 4, 4, generator=g)]
     t = torch.tensor([500])
     with torch.no_grad():
         v0, a0 = model(*_streams(video, audio, t, ctx, ctx))
-        v1, _ = model(*_streams(video, other, t, ctx, ctx))
+        v1, _ = model(*_streams(video, other_audio, t, ctx, ctx))
+        _, a1 = model(*_streams(other_video, audio, t, ctx, ctx))
     assert v0[0].shape == video[0].shape and a0[0].shape == audio[0].shape
     assert (v0[0] - v1[0]).abs().max() > 1e-4  # the video reads the audio
+    assert (a0[0] - a1[0]).abs().max() > 1e-4  # and the audio the video
 
 
 def test_towers_with_different_head_widths_are_refused() -> None:

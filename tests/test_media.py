@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -129,15 +130,13 @@ def test_crash_mid_write_leaves_no_file_and_keeps_the_old_one(tmp_path: Path, mo
 
 
 def _video_packets(path: Path) -> list[bytes]:
-    import av
-
     with av.open(str(path)) as container:
         return [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
 
 
 def test_same_frames_write_the_same_stream_after_memory_was_reused(tmp_path: Path) -> None:
-    """One seed, one mp4: x264 once read memory it never set, so a write after the process had freed memory
-    (as after sampling) gave another stream. Memory is filled and freed before each write here."""
+    """One seed, one mp4: with mb-tree on, x264 depended on memory it never set, so a write after the process had
+    freed memory (as after sampling) gave another stream. Memory is filled and freed before each write here."""
     frames = np.zeros((121, 64, 64, 3), np.uint8)  # a 5 s clip: ramps, and a square swinging left and right
     frames[..., 0] = np.linspace(40, 200, 64, dtype=np.float32).astype(np.uint8)[None, None, :]
     frames[..., 2] = np.linspace(200, 40, 64, dtype=np.float32).astype(np.uint8)[None, :, None]
