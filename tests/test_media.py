@@ -137,11 +137,7 @@ def _video_packets(path: Path) -> list[bytes]:
 def test_same_frames_write_the_same_stream_after_memory_was_reused(tmp_path: Path) -> None:
     """One seed, one mp4: with mb-tree on, x264 depended on memory it never set, so a write after the process had
     freed memory (as after sampling) gave another stream. Memory is filled and freed before each write here."""
-    frames = np.zeros((121, 64, 64, 3), np.uint8)  # a 5 s clip: ramps, and a square swinging left and right
-    frames[..., 0] = np.linspace(40, 200, 64, dtype=np.float32).astype(np.uint8)[None, None, :]
-    frames[..., 2] = np.linspace(200, 40, 64, dtype=np.float32).astype(np.uint8)[None, :, None]
-    for i, x in enumerate((28 + 24 * np.sin(np.arange(121) / 6)).astype(int)):
-        frames[i, 20:32, x - 6 : x + 6] = (255, 60, 60)
+    frames = np.concatenate([_frames(), _frames()[::-1]] * 3)[:121]  # 5 s: the square swings left and right
     g = np.random.default_rng(0)
     streams = []
     for i in range(6):
