@@ -48,7 +48,9 @@ class TowerConfig:
     text_len: int = 512  # text contexts are zero-padded to this many tokens
     text_dim: int = 4096  # UMT5-XXL width
     eps: float = 1e-6
-    rope_temporal_scale: float = 1.0  # audio: AUDIO_ROPE_SCALE_RELEASED
+    # Frame-axis RoPE positions are index x this (ovi.models.rope): the release has 1.0 for video and
+    # AUDIO_ROPE_SCALE_RELEASED for audio, which puts audio token l at video latent frame l * audio / video scale.
+    rope_temporal_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.modality not in ("video", "audio", MISSING):

@@ -198,3 +198,21 @@ def test_toy_wide_ablation_keeps_the_toy_audio_tower() -> None:
     assert wide.audio == toy.audio and wide.video.dim != toy.video.dim
     model = FusionModel(wide)
     assert model.video_model.grid_size(torch.zeros(48, 31, 32, 32)) == (31, 16, 16)  # the release's 1x2x2 patches
+
+
+def test_video_rope_temporal_scale_moves_the_frame_axis_with_the_audio() -> None:
+    """A video tower's rope_temporal_scale multiplies its frame positions (rows and columns keep theirs), and
+    audio token l then sits at video latent frame l * audio scale / video scale: the same rotation."""
+    base = load_fusion_config(REPO / "configs/model/toy.yaml")
+    scaled = load_fusion_config(REPO / "configs/model/toy.yaml",
+                                ["video.rope_temporal_scale=3.0", "audio.rope_temporal_scale=0.6"])
+    video = [torch.zeros(48, 4, 2, 2)]
+    t1 = FusionModel(base).video_model.rope_table(video)
+    model = FusionModel(scaled)
+    t3, ta = model.video_model.rope_table(video), model.audio_model.rope_table([torch.zeros(16, 80)])
+    nf = 6  # head_dim 32: 6 frame pairs, then 5 row and 5 column pairs (ovi.models.rope.axis_split)
+    assert torch.equal(t1.cos[..., nf:], t3.cos[..., nf:])  # rows and columns unchanged
+    assert not torch.allclose(t1.cos[..., :nf], t3.cos[..., :nf])
+    frame_1 = 1 * 2 * 2  # first token of latent frame 1 (f, h, w row-major)
+    torch.testing.assert_close(t3.unit[0, frame_1, 0, :nf], ta.unit[0, 5, 0])  # audio 5 * 0.6 = frame 1 * 3.0
+    assert not torch.allclose(t1.unit[0, frame_1, 0, :nf], ta.unit[0, 5, 0])

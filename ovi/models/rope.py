@@ -4,7 +4,9 @@ Head dim ``d`` is split into pairs; pairs are interleaved (``x[2i], x[2i+1]`` fo
 number). Video rotates all ``d/2`` pairs: the first ``d/2 - 2*(d/2//3)`` by frame index, then
 ``d/2//3`` by row and ``d/2//3`` by column. Audio rotates only the frame-axis pairs (the same
 frequencies as the video frame axis) by ``l * rope_temporal_scale``, so audio token ``l`` sits at
-video latent frame ``0.19676 * l`` in the released model; the remaining dims pass through.
+video latent frame ``0.19676 * l`` in the released model; the remaining dims pass through. A video tower's
+own ``rope_temporal_scale`` (1.0 in the release) multiplies its frame positions the same way, so in general
+audio token ``l`` sits at video latent frame ``l * audio_scale / video_scale``.
 
 Angles are computed in float64 (positions up to 1024 times frequencies lose precision in float32);
 the rotation itself runs in at least float32.
@@ -52,14 +54,17 @@ class RotaryTable:
 
 
 def video_rotary_table(
-    grid_sizes: list[tuple[int, int, int]], seq_len: int, head_dim: int, device: torch.device
+    grid_sizes: list[tuple[int, int, int]], seq_len: int, head_dim: int, device: torch.device,
+    temporal_scale: float = 1.0,
 ) -> RotaryTable:
-    """Rotation for tokens laid out (f, h, w) row-major per sample; padding rows are the identity."""
+    """Rotation for tokens laid out (f, h, w) row-major per sample; padding rows are the identity.
+
+    Frame f is rotated as position ``f * temporal_scale`` (rows and columns by their index)."""
     nf, nh, nw = axis_split(head_dim)
     angles = torch.zeros(len(grid_sizes), seq_len, nf + nh + nw, dtype=torch.float64, device=device)
     for b, (f, h, w) in enumerate(grid_sizes):
         # Each axis uses its own frequency ladder over 2*pairs dims, as three separate 1-D RoPEs.
-        af = rope_angles(torch.arange(f, device=device), 2 * nf)[:, None, None, :].expand(f, h, w, nf)
+        af = rope_angles(torch.arange(f, device=device), 2 * nf, temporal_scale)[:, None, None, :].expand(f, h, w, nf)
         ah = rope_angles(torch.arange(h, device=device), 2 * nh)[None, :, None, :].expand(f, h, w, nh)
         aw = rope_angles(torch.arange(w, device=device), 2 * nw)[None, None, :, :].expand(f, h, w, nw)
         angles[b, : f * h * w] = torch.cat([af, ah, aw], dim=-1).reshape(f * h * w, -1)

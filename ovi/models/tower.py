@@ -293,7 +293,8 @@ class Tower(nn.Module):
         seq_len = self._seq_len(lens, seq_len)
         device = latents[0].device
         if self.cfg.modality == "video":
-            return video_rotary_table(grids, seq_len, self.head_dim, device)  # type: ignore[arg-type]
+            return video_rotary_table(grids, seq_len, self.head_dim, device,  # type: ignore[arg-type]
+                                      self.cfg.rope_temporal_scale)
         return audio_rotary_table(lens, seq_len, self.head_dim, self.cfg.rope_temporal_scale, device)
 
     @property
