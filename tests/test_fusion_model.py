@@ -13,6 +13,7 @@ from ovi.checkpoints import build_fusion_model, expected_shapes, parameter_count
 from ovi.config import fusion_config_from_reference, load_fusion_config
 from ovi.models.attention import attention, resolve_backend
 from ovi.models.fusion import FusionModel
+from ovi.models.rope import axis_split
 from ovi.models.stream import Stream, clean_prefix_timesteps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,7 +211,7 @@ def test_video_rope_temporal_scale_moves_the_frame_axis_with_the_audio() -> None
     t1 = FusionModel(base).video_model.rope_table(video)
     model = FusionModel(scaled)
     t3, ta = model.video_model.rope_table(video), model.audio_model.rope_table([torch.zeros(16, 80)])
-    nf = 6  # head_dim 32: 6 frame pairs, then 5 row and 5 column pairs (ovi.models.rope.axis_split)
+    nf = axis_split(model.video_model.head_dim)[0]  # the frame pairs come first
     assert torch.equal(t1.cos[..., nf:], t3.cos[..., nf:])  # rows and columns unchanged
     assert not torch.allclose(t1.cos[..., :nf], t3.cos[..., :nf])
     frame_1 = 1 * 2 * 2  # first token of latent frame 1 (f, h, w row-major)
