@@ -137,7 +137,8 @@ def _video_packets(path: Path) -> list[bytes]:
 def test_same_frames_write_the_same_stream_after_memory_was_reused(tmp_path: Path) -> None:
     """One seed, one mp4: with mb-tree on, x264 depended on memory it never set, so a write after the process had
     freed memory (as after sampling) gave another stream. Memory is filled and freed before each write here."""
-    frames = np.concatenate([_frames(), _frames()[::-1]] * 3)[:121]  # 5 s: the square swings left and right
+    there = _frames()
+    frames = np.concatenate([there, there[::-1]] * 3)[:121]  # 5 s: the square swings left and right
     g = np.random.default_rng(0)
     streams = []
     for i in range(6):
