@@ -20,7 +20,7 @@ from ovi.prompts import parse_prompt
 from ovi.toy import cli
 from ovi.toy.clip import FPS, NUM_FRAMES, NUM_SAMPLES, SAMPLE_RATE
 from ovi.toy.metrics import score_clip, shuffled_pairs, summarise
-from ovi.toy.sidecar import read_sidecar, sidecar_path
+from ovi.toy.sidecar import is_ground_truth, read_sidecar, read_truth, sidecar_path
 from ovi.toy.world import EVENT_KINDS, KINDS, make_clip
 
 FRAME_S = 1.0 / FPS
@@ -133,6 +133,19 @@ def test_cli_makes_and_resumes(tmp_path, capsys):
     report = tmp_path / "report.json"
     assert cli.main(["score", str(tmp_path), "--json", str(report)]) == 0
     assert json.loads(report.read_text())["summary"]["kind_ok"] == 1.0
+
+
+def test_score_reads_a_folder_of_ovi_generate_outputs(tmp_path):
+    """ovi-generate writes its own record as {stem}.json: scored from the media alone, not read as ground truth."""
+    assert cli.main(["make", "--out", str(tmp_path), "--num", "1", "--seed", "1", "--kinds", "bounce"]) == 0
+    clip = tmp_path / "toy_00000_bounce.mp4"
+    assert is_ground_truth(read_sidecar(clip))
+    sidecar_path(clip).write_text(json.dumps({"prompt": "Two red balls bounce.", "seed": 103, "settings": {}}))
+    assert read_truth(clip) is None
+    report = tmp_path / "report.json"
+    assert cli.main(["score", str(tmp_path), "--json", str(report)]) == 0
+    row = json.loads(report.read_text())["rows"][0]
+    assert row["kind"] == "bounce" and row["truth"] == {} and row["share_matched"] > 0.8
 
 
 def _pipeline_cfg(src, out, *extra):

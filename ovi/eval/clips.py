@@ -18,6 +18,7 @@ import numpy as np
 
 from ovi.geometry import SAMPLE_RATE
 from ovi.media import read_audio, read_video
+from ovi.toy.sidecar import is_ground_truth
 
 SPEECH = re.compile(r"<S>(.*?)<E>", re.DOTALL)  # the prompt's spoken text, as the release marks it
 INDEX = re.compile(r"^(\d+)_")  # ovi-generate's NNN_<slug>_seed<k> names
@@ -73,7 +74,7 @@ def _from_sidecar(clip: EvalClip, side: dict, folder: Path) -> None:
         clip.image = (folder / side["image"]) if not Path(side["image"]).is_absolute() else Path(side["image"])
     if isinstance(side.get("seed"), int):  # the toy world stores [run seed, index]
         clip.seed = side["seed"]
-    if "kind" in side and "events" in side:  # the toy world's ground truth (ovi.toy.sidecar)
+    if is_ground_truth(side):
         clip.truth = side
 
 

@@ -23,7 +23,7 @@ from ovi.media import read_audio, read_video
 from ovi.toy import rebuild
 from ovi.toy.clip import SAMPLE_RATE, SIZES
 from ovi.toy.metrics import score_clip, shuffled_pairs, summarise
-from ovi.toy.sidecar import read_sidecar
+from ovi.toy.sidecar import read_truth
 from ovi.toy.draw import COLOURS, HELD_OUT
 from ovi.toy.world import EVENT_KINDS, KINDS, clip_plan, is_complete, make_clip, write_clip
 
@@ -63,7 +63,7 @@ def score(folder: Path, shuffle_audio: bool = False) -> tuple[list[dict], dict]:
     videos = sorted(folder.glob("*.mp4"))
     if not videos:
         raise SystemExit(f"no .mp4 files in {folder}; make some with: ovi-toy make --out {folder} --num 20")
-    truths = [read_sidecar(v) for v in videos]
+    truths = [read_truth(v) for v in videos]  # None for ovi-generate's own records
     partner = list(range(len(videos)))
     if shuffle_audio:
         partner = shuffled_pairs([t["kind"] if t else "?" for t in truths])

@@ -30,6 +30,17 @@ def read_sidecar(video: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def is_ground_truth(side: dict | None) -> bool:
+    """Whether a ``{stem}.json`` holds the world's ground truth (ovi-generate writes its own record there)."""
+    return isinstance(side, dict) and "kind" in side and "events" in side
+
+
+def read_truth(video: str | Path) -> dict | None:
+    """The world's ground truth next to ``video``; None when there is no sidecar or it is another record."""
+    side = read_sidecar(video)
+    return side if is_ground_truth(side) else None
+
+
 def read_caption(video: str | Path) -> str:
     """The caption stored next to ``video``; raises FileNotFoundError / KeyError naming the missing piece."""
     path = sidecar_path(video)
