@@ -46,9 +46,11 @@ def test_each_clip_gets_its_own_seed_and_a_rerun_skips_what_exists(tmp_path, mon
 def test_flags_reach_the_config_given_modes_turn_the_second_pass_off_and_bad_ones_are_refused(tmp_path, monkeypatch):
     seen: list[object] = []
     shifts: list[float | None] = []
+    overridden: list[list[str]] = []
 
     def fake_generate_folder(release, prompts, out, limit=None, condition="none", renoise=None,  # noqa: ANN001
-                             **settings):
+                             overrides=(), **settings):
+        overridden.append(list(overrides))
         seen.append((condition, *(settings.get(k, "preset") for k in
                                   ("audio_from_video", "conditioning", "sync_guidance_scale",
                                    "video_guidance_scale")), renoise))
@@ -69,7 +71,14 @@ def test_flags_reach_the_config_given_modes_turn_the_second_pass_off_and_bad_one
     for bad in (["--renoise", "1.5"], ["--renoise", "0.5", "--condition", "v2a"]):  # refused before any loading
         with pytest.raises(SystemExit):
             evaluate.main(common + bad)
-    assert len(seen) == 8 and shifts == [None] * 7 + [1.0]
+    assert len(seen) == 8 and shifts == [None] * 7 + [1.0] and overridden == [[]] * 8
+    assert evaluate.main(common + ["num_steps=50", "solver=euler"]) == 0  # any other preset setting
+    assert overridden[-1] == ["num_steps=50", "solver=euler"]
+    assert evaluate.toy_config(tmp_path, ["num_steps=50", "solver=euler"]).num_steps == 50
+    for bad in (["num_stepz=50"], ["num_steps=many"]):  # refused in one line before any loading
+        with pytest.raises(SystemExit):
+            evaluate.main(common + bad)
+    assert len(overridden) == 9
     cfg = evaluate.toy_config(tmp_path, audio_from_video=True)
     assert cfg.audio_from_video and cfg.checkpoints.root == str(tmp_path)
 

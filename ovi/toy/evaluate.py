@@ -10,7 +10,8 @@ generates the picture): the sync figures then measure the generated stream again
 (``--conditioning noised|clean``: how the given stream enters each step, ``ovi.modes``). ``--lora PATH[:scale]``
 generates with an adapter on the model (a toy LoRA, ``configs/train/lora_toy.yaml``). ``--audio-from-video
 true|false`` overrides the preset's second, video-to-audio pass for text prompts, ``--sync-guidance-scale`` its
-sync guidance (``ovi.sync_guidance``).
+sync guidance (``ovi.sync_guidance``); any other preset setting goes as ovi-generate's ``key=value``
+(``num_steps=50 solver=euler``).
 
 Clip ``i`` (in name order) is sampled with seed ``i``: with one seed for every caption all clips start from the
 same noise, and the toy models place their sound events by the noise (every clip then had the same onsets), so
@@ -25,6 +26,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Sequence
 
 from tqdm import tqdm
 
@@ -43,9 +45,10 @@ PRESET = "toy"
 SEED = 0  # clip i: SEED + i
 
 
-def toy_config(release: Path, **settings: object) -> InferenceConfig:
-    """The toy preset with its checkpoints read from ``release`` (a folder in checkpoints/toy's layout)."""
-    cfg = load_inference_config(PRESET)
+def toy_config(release: Path, overrides: Sequence[str] = (), **settings: object) -> InferenceConfig:
+    """The toy preset with its checkpoints read from ``release`` (a folder in checkpoints/toy's layout), plus
+    ovi-generate's ``key=value`` overrides."""
+    cfg = load_inference_config(PRESET, overrides)
     checkpoints = replace(cfg.checkpoints, root=str(release))
     if checkpoints.v2a and not checkpoints.resolve("v2a").exists():
         # The ablation folders of `ovi-toy rebuild --ablations` end at stage 2 (no V2A weights): their fusion
@@ -59,10 +62,10 @@ CONDITIONS = ("none", "v2a", "a2v")
 
 
 def generate_folder(release: Path, prompts: Path, out: Path, limit: int | None = None, condition: str = "none",
-                    renoise: float | None = None, **settings: object) -> None:
+                    renoise: float | None = None, overrides: Sequence[str] = (), **settings: object) -> None:
     from ovi.pipeline import OviPipeline  # heavy: only when generating
 
-    pipe = OviPipeline.from_config(toy_config(release, **settings))
+    pipe = OviPipeline.from_config(toy_config(release, overrides, **settings))
     out.mkdir(parents=True, exist_ok=True)
     videos = sorted(prompts.glob("*.mp4"))[:limit]
     for i, video in enumerate(tqdm(videos, desc=f"generate {out.name}", unit="clip")):
@@ -122,7 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--renoise", type=float, default=None, metavar="SIGMA",
                    help="each held-out clip noised to SIGMA in [0, 1] and denoised back, instead of generated "
                         "from noise (ovi.toy.renoise)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="any other preset setting, as ovi-generate takes it (num_steps=50 solver=euler "
+                        "audio_guidance_scale=1)")
     a = p.parse_args(argv)
+    if a.overrides:
+        if not a.release:
+            p.error("KEY=VALUE settings need --release (they change the generation)")
+        try:
+            load_inference_config(PRESET, a.overrides)  # a bad key or value: one line, before any model loads
+        except Exception as e:  # noqa: BLE001 - OmegaConf raises several kinds
+            p.error(f"bad setting in {a.overrides}: {e}".splitlines()[0])
     if a.release:
         if a.prompts is None:
             p.error("--release needs --prompts")
@@ -143,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             settings["audio_from_video"] = False
         elif a.audio_from_video != "preset":
             settings["audio_from_video"] = a.audio_from_video == "true"
-        generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, renoise=a.renoise, **settings)
+        generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, renoise=a.renoise,
+                        overrides=a.overrides, **settings)
     print(json.dumps(score_folder(a.out, a.shuffle_audio), indent=1, default=float))
     return 0
 
