@@ -75,7 +75,7 @@ def test_flags_reach_the_config_given_modes_turn_the_second_pass_off_and_bad_one
     assert evaluate.main(common + ["num_steps=50", "solver=euler"]) == 0  # any other preset setting
     assert overridden[-1] == ["num_steps=50", "solver=euler"]
     assert evaluate.toy_config(tmp_path, ["num_steps=50", "solver=euler"]).num_steps == 50
-    for bad in (["num_stepz=50"], ["num_steps=many"]):  # refused in one line before any loading
+    for bad in (["num_stepz=50"], ["num_steps=many"], ["solver=bogus"]):  # refused in one line before any loading
         with pytest.raises(SystemExit):
             evaluate.main(common + bad)
     assert len(overridden) == 9

@@ -37,7 +37,8 @@ from ovi.toy.clip import SAMPLE_RATE
 from ovi.presets import load_inference_config
 from ovi.toy.cli import score
 from ovi.toy.renoise import check_sigma, renoise_clip
-from ovi.toy.sidecar import read_sidecar
+from ovi.validation import settings_problems
+from ovi.toy.sidecar import read_caption
 
 logger = logging.getLogger(__name__)
 
@@ -65,20 +66,20 @@ def generate_folder(release: Path, prompts: Path, out: Path, limit: int | None =
                     renoise: float | None = None, overrides: Sequence[str] = (), **settings: object) -> None:
     from ovi.pipeline import OviPipeline  # heavy: only when generating
 
+    videos = sorted(prompts.glob("*.mp4"))[:limit]
+    captions = [read_caption(v) for v in videos]  # a clip without its caption: named before the model loads
     pipe = OviPipeline.from_config(toy_config(release, overrides, **settings))
     out.mkdir(parents=True, exist_ok=True)
-    videos = sorted(prompts.glob("*.mp4"))[:limit]
-    for i, video in enumerate(tqdm(videos, desc=f"generate {out.name}", unit="clip")):
+    for i, (video, caption) in enumerate(tqdm(list(zip(videos, captions)), desc=f"generate {out.name}", unit="clip")):
         target = out / video.name
         if target.exists():
             continue  # resumable
-        truth = read_sidecar(video)
         if renoise is not None:
-            pixels, wave = renoise_clip(pipe, video, truth["caption"], renoise, seed=SEED + i)
+            pixels, wave = renoise_clip(pipe, video, caption, renoise, seed=SEED + i)
             g = SimpleNamespace(video=pixels, audio=wave, fps=pipe.cfg.geometry.fps,
                                 sample_rate=pipe.cfg.geometry.sample_rate)
         else:
-            g = _generate(pipe, video, truth["caption"], condition, SEED + i)
+            g = _generate(pipe, video, caption, condition, SEED + i)
         frames = unit_to_uint8(g.video.cpu().transpose(0, 1)).numpy()  # [T, H, W, 3]
         shutil.copy2(video.with_suffix(".json"), out / f"{video.stem}.json")
         write_mp4(target, frames, g.audio.float().cpu().numpy(), fps=g.fps, sample_rate=g.sample_rate)
@@ -129,13 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="any other preset setting, as ovi-generate takes it (num_steps=50 solver=euler "
                         "audio_guidance_scale=1)")
     a = p.parse_args(argv)
-    if a.overrides:
-        if not a.release:
-            p.error("KEY=VALUE settings need --release (they change the generation)")
-        try:
-            load_inference_config(PRESET, a.overrides)  # a bad key or value: one line, before any model loads
-        except Exception as e:  # noqa: BLE001 - OmegaConf raises several kinds
-            p.error(f"bad setting in {a.overrides}: {e}".splitlines()[0])
+    if a.overrides and not a.release:
+        p.error("KEY=VALUE settings need --release (they change the generation)")
     if a.release:
         if a.prompts is None:
             p.error("--release needs --prompts")
@@ -156,8 +152,17 @@ def main(argv: list[str] | None = None) -> int:
             settings["audio_from_video"] = False
         elif a.audio_from_video != "preset":
             settings["audio_from_video"] = a.audio_from_video == "true"
-        generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, renoise=a.renoise,
-                        overrides=a.overrides, **settings)
+        try:  # every setting checked as ovi-generate checks it, one line, before any model loads
+            problems = settings_problems(toy_config(a.release, a.overrides, **settings))
+        except ValueError as e:  # ovi.config.load_config's one error for a bad key or value
+            p.error(f"bad setting in {a.overrides}: {e}".splitlines()[0])
+        if problems:
+            p.error("; ".join(problems))
+        try:
+            generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, renoise=a.renoise,
+                            overrides=a.overrides, **settings)
+        except (FileNotFoundError, KeyError) as e:  # a held-out clip without its caption (ovi.toy.sidecar)
+            p.error(str(e).strip("'\""))
     print(json.dumps(score_folder(a.out, a.shuffle_audio), indent=1, default=float))
     return 0
 
