@@ -7,7 +7,7 @@ For a whole given partner stream: V2A (video given, the sound guided), A2V (the 
 the same partner rolled in time, which keeps all its content (scene, colours, voice) and moves only its events, so
 the two branches differ by timing alone and the difference amplifies what the model learnt from it. Written here:
 no kept library guides against a time-moved partner (diffusers' guiders contrast prompts or skipped layers). Each
-guided pass costs twice the model calls; README, "The toy world", has what it does there.
+guided pass costs twice the model calls; ovi/toy/README.md ("More routes") has what it does there.
 """
 from __future__ import annotations
 

@@ -135,7 +135,7 @@ def test_renoise_starts_from_the_clip_and_keeps_its_events_at_low_noise(pipe, he
     """ovi.toy.renoise: at sigma 0 the output is the codecs' round trip of the clip; from sigma 0.2 the model keeps
     the clip's impacts and flashes in the picture and its sound lands on them. Measured on these 8 clips: visual
     events kept 0.97, sound on them 0.66; from sigma 0.5 0.16, from pure noise (a start that ignores the clip)
-    0.09 (README, "The toy world": where the model loses its objects)."""
+    0.09 (ovi/toy/README.md, "Where the objects are lost")."""
     from ovi.modes import load_given
     from ovi.toy.metrics import score_clip
     from ovi.toy.renoise import renoise_clip
@@ -163,7 +163,7 @@ def test_one_call_recovery_is_exact_at_zero_noise_and_the_model_beats_a_denoiser
     """ovi.toy.recovery: at sigma 0 both estimates are the clip itself; at 0.1 the shipped model gives back most of
     the moving part, and at 0.3 more of it, with far less error, than the per-token shrinkage baseline. Measured on
     these 12 clips: model given back 0.91 / 0.66 at sigma 0.1 / 0.3 (explained 0.94 / 0.70), the baseline 0.55 at
-    0.3 (explained 0.28) (README, "The toy world": where the model loses its objects)."""
+    0.3 (explained 0.28) (ovi/toy/README.md, "Where the objects are lost")."""
     from ovi.toy.recovery import clip_recovery
     from ovi.toy.sidecar import read_caption
 

@@ -69,7 +69,7 @@ class ObjectiveConfig:
     # t2av only: this share of the batches is a v2a batch (the whole video clean, the audio loss alone) whose
     # audio sigma is shifted by `v2a_sigma_shift` towards 1. At a shared level neither tower needs the other's
     # timing (each sees its own events down to sigma ~0.9); with a clean video and a nearly pure-noise audio,
-    # the video is the only source of when, and the audio tower learns to read it (toy world, README: with the
+    # the video is the only source of when, and the audio tower learns to read it (ovi/toy/README.md: with the
     # whole audio tower trainable; with its FFNs, time embedding and head frozen it did not).
     v2a_prob: float = 0.0
     v2a_sigma_shift: float = 1.0

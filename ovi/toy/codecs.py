@@ -11,7 +11,7 @@ Writes (what ``ovi.components.load_components`` with configs/inference/toy.yaml 
     The vocoder is Griffin-Lim (``ovi.toy.vocoder``): no weights.
 
 Why fixed codecs and not the release's classes trained at toy width: ``ovi.toy.fixed_codecs`` (figures there and in
-the README, "The toy world"). ``--report`` measures reconstruction through the written files.
+ovi/toy/README.md, "Codecs and text encoder"). ``--report`` measures reconstruction through the written files.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ learned but per-channel statistics:
   plain pixel basis a lamp's flash or a mouth's opening is ~1% of a latent's variance, so the flow-matching loss
   barely sees the events the toy exists to synchronise (10-20x more weight in the Haar basis); it is exactly
   invertible, so it reconstructs the same pixels. Tried for the shipped recipe and not adopted: no sync gain
-  (README, "The toy world").
+  (ovi/toy/README.md, "A codec that weighs motion").
 - audio: ``MelPoolCodec`` in place of the MMAudio VAE: the mean of two consecutive log-mel frames (80 channels at
   the release's 31.25 latents/s); decoding repeats each twice and the Griffin-Lim vocoder (``ovi.toy.vocoder``)
   turns the mel into sound. Stacking the pair instead (160 channels, lossless) would give the toy tower (dim 128)
