@@ -83,6 +83,26 @@ def test_flags_reach_the_config_given_modes_turn_the_second_pass_off_and_bad_one
     assert cfg.audio_from_video and cfg.checkpoints.root == str(tmp_path)
 
 
+def test_a_clip_without_its_caption_is_refused_in_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    import ovi.pipeline
+
+    def no_loading(cls, cfg):  # noqa: ANN001
+        raise AssertionError("the model loaded before the captions were read")
+
+    monkeypatch.setattr(ovi.pipeline.OviPipeline, "from_config", classmethod(no_loading))
+    prompts = tmp_path / "world"
+    prompts.mkdir()
+    (prompts / "toy_00000_flash.mp4").write_bytes(b"")
+    common = ["--release", str(REPO_ROOT / "checkpoints/toy"), "--prompts", str(prompts), "--out", str(tmp_path / "o")]
+    for sidecar, said in ((None, "no sidecar toy_00000_flash.json"), ({"prompt": "x", "seed": 0}, "has no 'caption'")):
+        if sidecar is not None:  # ovi-generate's own record: no caption
+            write_sidecar(prompts / "toy_00000_flash.mp4", sidecar)
+        with pytest.raises(SystemExit):
+            evaluate.main(common)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert said in err[-1] and "ovi-toy make" in err[-1] and not any("Traceback" in line for line in err)
+
+
 def test_a_release_without_v2a_weights_loads_with_the_fusion_weights_making_the_sound(tmp_path, caplog):
     """`ovi-toy rebuild --ablations` writes stage-2-only folders (no v2a.safetensors); scoring them must work."""
     from ovi.pipeline import OviPipeline

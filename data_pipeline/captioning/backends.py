@@ -185,7 +185,7 @@ class SidecarBackend:
             raise ValueError("the sidecar caption backend needs the clip's source path; the caption stage passes it")
         try:
             return Reply(read_caption(source))
-        except (FileNotFoundError, KeyError) as e:
+        except FileNotFoundError as e:  # ovi.toy.sidecar.MissingCaption, or the file gone since
             raise RequestRefused(str(e)) from None
 
 

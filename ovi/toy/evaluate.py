@@ -37,8 +37,8 @@ from ovi.toy.clip import SAMPLE_RATE
 from ovi.presets import load_inference_config
 from ovi.toy.cli import score
 from ovi.toy.renoise import check_sigma, renoise_clip
-from ovi.validation import settings_problems
 from ovi.toy.sidecar import read_caption
+from ovi.validation import settings_problems
 
 logger = logging.getLogger(__name__)
 
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, renoise=a.renoise,
                             overrides=a.overrides, **settings)
-        except (FileNotFoundError, KeyError) as e:  # a held-out clip without its caption (ovi.toy.sidecar)
-            p.error(str(e).strip("'\""))
+        except FileNotFoundError as e:  # a clip without its caption (MissingCaption), or a release without a file
+            p.error(str(e))
     print(json.dumps(score_folder(a.out, a.shuffle_audio), indent=1, default=float))
     return 0
 

@@ -14,6 +14,11 @@ SIDECAR_SUFFIX = ".json"
 CAPTION_KEY = "caption"
 
 
+class MissingCaption(FileNotFoundError):
+    """A clip without its caption: no sidecar next to it, or one without a ``caption`` field (ovi-generate's own
+    record). A FileNotFoundError, so callers that refuse a missing file refuse this too."""
+
+
 def sidecar_path(video: str | Path) -> Path:
     return Path(video).with_suffix(SIDECAR_SUFFIX)
 
@@ -42,12 +47,12 @@ def read_truth(video: str | Path) -> dict | None:
 
 
 def read_caption(video: str | Path) -> str:
-    """The caption stored next to ``video``; raises FileNotFoundError / KeyError naming the missing piece."""
+    """The caption stored next to ``video``; raises MissingCaption naming the missing piece."""
     path = sidecar_path(video)
     if not path.exists():
-        raise FileNotFoundError(f"no sidecar {path.name} next to {Path(video).name}; write the clip with "
-                                "ovi-toy make (or give each video a {stem}.json with a 'caption')")
+        raise MissingCaption(f"no sidecar {path.name} next to {Path(video).name}; write the clip with "
+                             "ovi-toy make (or give each video a {stem}.json with a 'caption')")
     truth = json.loads(path.read_text())
     if CAPTION_KEY not in truth:
-        raise KeyError(f"{path} has no '{CAPTION_KEY}' field")
+        raise MissingCaption(f"{path} has no '{CAPTION_KEY}' field; write the clip with ovi-toy make (or add one)")
     return truth[CAPTION_KEY]
