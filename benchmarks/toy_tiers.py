@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ovi.config import InferenceConfig  # noqa: E402
 from ovi.media import read_audio, read_video  # noqa: E402
 from ovi.toy.cli import make  # noqa: E402
 from ovi.toy.clip import SAMPLE_RATE  # noqa: E402
@@ -37,15 +38,14 @@ DEFAULT_TIERS = [BF16, "dtype=float32"] + [f"{BF16},{t}" for t in (
     "step_cache=0.2", "step_cache=0.5", "step_cache=1")]
 
 
-def parse_tier(tier: str, release: Path) -> dict[str, object]:
-    """'dtype=bfloat16,quantize=int8' -> {'dtype': 'bfloat16', 'quantize': 'int8'}: OmegaConf's dotlist, as
-    ovi-generate reads key=value overrides; checked against the toy preset here, before anything loads."""
+def parse_tier(tier: str, release: Path) -> InferenceConfig:
+    """'dtype=bfloat16,quantize=int8' -> the toy preset with those settings (OmegaConf's dotlist, as ovi-generate
+    reads key=value overrides), built here so a bad tier is named before anything loads."""
     try:
         settings = OmegaConf.to_container(OmegaConf.from_dotlist([i for i in tier.split(",") if i]))
-        toy_config(release, **settings)
+        return toy_config(release, **settings)
     except Exception as e:  # noqa: BLE001 - one line naming the tier, whatever the parser or the config raised
         raise SystemExit(f"tier {tier!r}: {e} (give ovi-generate keys, e.g. dtype=bfloat16,quantize=int8)") from e
-    return settings
 
 
 def main() -> None:
@@ -55,14 +55,14 @@ def main() -> None:
     ap.add_argument("--tiers", nargs="+", default=DEFAULT_TIERS, help="comma-separated key=value lists; first = baseline")
     ap.add_argument("--out", type=Path, default=REPO / "runs/bench_toy_tiers")
     a = ap.parse_args()
-    settings = [parse_tier(t, a.release) for t in a.tiers]
+    configs = [parse_tier(t, a.release) for t in a.tiers]
     prompts = a.out / "prompts"
     make(prompts, a.clips, seed=1, size=64, kinds=["bounce", "flash", "face", "ambient"])
     folders = [a.out / f"tier_{i:02d}" for i in range(len(a.tiers))]
     seconds = []
-    for folder, setting in zip(folders, settings):
+    for folder, cfg in zip(folders, configs):
         start = time.perf_counter()
-        generate_folder(a.release, prompts, folder, a.clips, **setting)
+        generate_folder(cfg, prompts, folder, a.clips)
         seconds.append((time.perf_counter() - start) / a.clips)
     print(f"\ntoy model, {a.clips} held-out captions, seed 0 each; against the first tier ({a.tiers[0]})\n")
     print("| tier | s/clip | frame PSNR dB (median) | audio rel_l2 (median) | share within +-1 frame | kind right |")

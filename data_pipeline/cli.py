@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from data_pipeline.config import load_data_config
+from ovi.logs import setup_logging
 
 DISABLE_KEYS = {"sync": "sync.enabled", "aesthetic": "filter.aesthetic.enabled", "face": "filter.face.enabled",
                 "motion": "filter.motion.enabled"}
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO, "%(asctime)s %(levelname)s %(name)s: %(message)s")
     from data_pipeline.runner import format_summary, run_pipeline
     from data_pipeline.weights import MissingWeights
 

@@ -88,7 +88,7 @@ class OviPipeline:
         if missing:
             raise FileNotFoundError(format_missing(missing))
         cfg, model_cfg, style = apply_training_metadata(cfg)
-        logger.info("loading models (%s)", cfg.variant)
+        logger.info("loading models from %s", cfg.checkpoints.resolve("fusion", cfg.variant))
         pipe = cls(load_components(cfg, model_cfg, DTYPES[cfg.dtype]), cfg, style)
         pipe.load_text_to_image()
         return pipe

@@ -36,25 +36,22 @@ def test_each_clip_gets_its_own_seed_and_a_rerun_skips_what_exists(tmp_path, mon
 
     monkeypatch.setattr(ovi.pipeline.OviPipeline, "from_config", classmethod(lambda cls, cfg: pipe))
     out = tmp_path / "out"
-    evaluate.generate_folder(tmp_path / "release", prompts, out, limit=2)
+    cfg = evaluate.toy_config(tmp_path / "release")
+    evaluate.generate_folder(cfg, prompts, out, limit=2)
     assert pipe.calls == [("caption 0", evaluate.SEED), ("caption 1", evaluate.SEED + 1)]
     assert sorted(p.name for p in out.glob("*.mp4")) == ["toy_00000_flash.mp4", "toy_00001_flash.mp4"]
-    evaluate.generate_folder(tmp_path / "release", prompts, out)  # resumes: only the third clip is new
+    evaluate.generate_folder(cfg, prompts, out)  # resumes: only the third clip is new
     assert pipe.calls[2:] == [("caption 2", evaluate.SEED + 2)]
 
 
 def test_flags_reach_the_config_given_modes_turn_the_second_pass_off_and_bad_ones_are_refused(tmp_path, monkeypatch):
     seen: list[object] = []
-    shifts: list[float | None] = []
-    overridden: list[list[str]] = []
+    configs: list[object] = []
 
-    def fake_generate_folder(release, prompts, out, limit=None, condition="none", renoise=None,  # noqa: ANN001
-                             overrides=(), **settings):
-        overridden.append(list(overrides))
-        seen.append((condition, *(settings.get(k, "preset") for k in
-                                  ("audio_from_video", "conditioning", "sync_guidance_scale",
-                                   "video_guidance_scale")), renoise))
-        shifts.append(settings.get("shift"))
+    def fake_generate_folder(cfg, prompts, out, limit=None, condition="none", renoise=None):  # noqa: ANN001
+        configs.append(cfg)
+        seen.append((condition, cfg.audio_from_video, cfg.conditioning, cfg.sync_guidance_scale,
+                     cfg.video_guidance_scale, renoise))
 
     monkeypatch.setattr(evaluate, "generate_folder", fake_generate_folder)
     monkeypatch.setattr(evaluate, "score_folder", lambda folder, shuffle=False: {})
@@ -64,23 +61,35 @@ def test_flags_reach_the_config_given_modes_turn_the_second_pass_off_and_bad_one
                   ["--condition", "v2a", "--conditioning", "noised", "--sync-guidance-scale", "0"],
                   ["--video-guidance-scale", "2"], ["--renoise", "0.5"], ["--shift", "1"]):
         assert evaluate.main(common + extra) == 0
-    preset = ("preset",) * 4
-    assert seen == [("none", *preset, None), ("none", True, *preset[1:], None), ("none", False, *preset[1:], None),
-                    ("v2a", False, *preset[1:], None), ("v2a", False, "noised", 0.0, "preset", None),
-                    ("none", *preset[:3], 2.0, None), ("none", *preset, 0.5), ("none", *preset, None)]
+    p = evaluate.toy_config(tmp_path)  # the preset's own settings
+    kept = (p.conditioning, p.sync_guidance_scale, p.video_guidance_scale)
+    assert p.video_guidance_scale != 2 and p.sync_guidance_scale != 0 and p.conditioning != "noised"
+    assert seen == [("none", p.audio_from_video, *kept, None), ("none", True, *kept, None),
+                    ("none", False, *kept, None), ("v2a", False, *kept, None),
+                    ("v2a", False, "noised", 0.0, p.video_guidance_scale, None),
+                    ("none", p.audio_from_video, *kept[:2], 2.0, None), ("none", p.audio_from_video, *kept, 0.5),
+                    ("none", p.audio_from_video, *kept, None)]
     for bad in (["--renoise", "1.5"], ["--renoise", "0.5", "--condition", "v2a"]):  # refused before any loading
         with pytest.raises(SystemExit):
             evaluate.main(common + bad)
-    assert len(seen) == 8 and shifts == [None] * 7 + [1.0] and overridden == [[]] * 8
+    assert len(seen) == 8 and [c.shift for c in configs] == [p.shift] * 7 + [1.0] and p.shift != 1.0
+    assert all(c.checkpoints.root == str(tmp_path) for c in configs)
     assert evaluate.main(common + ["num_steps=50", "solver=euler"]) == 0  # any other preset setting
-    assert overridden[-1] == ["num_steps=50", "solver=euler"]
-    assert evaluate.toy_config(tmp_path, ["num_steps=50", "solver=euler"]).num_steps == 50
+    assert (configs[-1].num_steps, configs[-1].solver) == (50, "euler") and p.num_steps != 50
     for bad in (["num_stepz=50"], ["num_steps=many"], ["solver=bogus"]):  # refused in one line before any loading
         with pytest.raises(SystemExit):
             evaluate.main(common + bad)
-    assert len(overridden) == 9
+    assert len(configs) == 9
     cfg = evaluate.toy_config(tmp_path, audio_from_video=True)
     assert cfg.audio_from_video and cfg.checkpoints.root == str(tmp_path)
+
+
+def test_a_release_without_v2a_weights_is_named_once(tmp_path, monkeypatch, caplog):
+    """The no-V2A warning comes from the one config main builds, not once per place that builds it."""
+    monkeypatch.setattr(evaluate, "generate_folder", lambda *a, **k: None)  # noqa: ARG005
+    monkeypatch.setattr(evaluate, "score_folder", lambda folder, shuffle=False: {})
+    evaluate.main(["--release", str(tmp_path), "--prompts", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert caplog.text.count("has no v2a.safetensors") == 1
 
 
 def test_a_clip_without_its_caption_is_refused_in_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys):

@@ -18,6 +18,7 @@ import warnings
 from typing import Optional
 
 from ovi.config import to_yaml
+from ovi.logs import setup_logging
 from train.config import load_train_config
 
 
@@ -36,10 +37,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(to_yaml(cfg))
         return
     rank = os.environ.get("RANK", "0")
-    logging.basicConfig(
-        level=logging.INFO if rank == "0" else logging.WARNING,
-        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(logging.INFO if rank == "0" else logging.WARNING,
+                  f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
     # DeepSpeed's ZeRO calls torch.distributed APIs that torch deprecates; one warning per step buries the log.
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     from train.preflight import PreflightError

@@ -29,6 +29,7 @@ import torch
 from safetensors import safe_open
 
 from ovi.checkpoints import TrainingMetadata, atomic_save_safetensors, save_fusion_checkpoint
+from ovi.logs import setup_logging
 from ovi.lora import LORA_KEY, AdapterInfo, base_name, merge_adapter
 from train.checkpoint import TRAINER_META, latest_checkpoint
 from train.ema import full_ema
@@ -147,7 +148,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--only", action="append", default=[], metavar="GLOB",
                         help="only tensors whose names match (repeatable), e.g. 'audio_model.*'")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(logging.INFO, "%(asctime)s %(levelname)s %(message)s")
     export_checkpoint(resolve_checkpoint(args.checkpoint_dir, args.tag), args.out, DTYPES[args.dtype], args.ema,
                       args.only)
 

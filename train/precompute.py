@@ -26,6 +26,7 @@ from tqdm import tqdm
 from data_pipeline.shards import Sample, index_entry, iter_tar_samples, read_index, write_index, write_shard
 from ovi.fileio import atomic_write_text
 from ovi.geometry import SAMPLE_RATE
+from ovi.logs import setup_logging
 from ovi.parallel.groups import leave_process_group
 from train.config import TrainConfig, load_train_config
 from train.data.latents import META_FILE, LatentSample, latent_sample, save_null_prompt
@@ -103,7 +104,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if not inputs:
         p.error("--input is required when the config's data.source is 'precomputed'")
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(message)s")
+    setup_logging(logging.INFO if rank == 0 else logging.WARNING, "%(asctime)s %(message)s")
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

@@ -22,6 +22,7 @@ import time
 from dataclasses import replace
 
 from ovi.config import to_yaml
+from ovi.logs import setup_logging
 from ovi.presets import DEFAULT_PRESET, list_presets, load_inference_config
 from ovi.prompt_files import Job, PromptsFileError, read_prompts_file
 from ovi.validation import InvalidRequest, check_request, resolve_seed
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_presets:
         print("\n".join(list_presets()))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     try:
         cfg = _config(args)
         if args.print_config:

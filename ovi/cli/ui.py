@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from ovi.logs import setup_logging
 from ovi.presets import load_inference_config
 from ovi.ui.app import DEFAULT_UI_PRESET, build_app
 from ovi.validation import InvalidRequest, check_request
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--share", action="store_true", help="a public Gradio link")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of InferenceConfig fields")
     args = ap.parse_intermixed_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     try:
         cfg = load_inference_config(args.config, args.overrides)
         check_request(cfg, [])  # settings, release files, device: before the first click, not after it

@@ -62,13 +62,14 @@ def toy_config(release: Path, overrides: Sequence[str] = (), **settings: object)
 CONDITIONS = ("none", "v2a", "a2v")
 
 
-def generate_folder(release: Path, prompts: Path, out: Path, limit: int | None = None, condition: str = "none",
-                    renoise: float | None = None, overrides: Sequence[str] = (), **settings: object) -> None:
+def generate_folder(cfg: InferenceConfig, prompts: Path, out: Path, limit: int | None = None, condition: str = "none",
+                    renoise: float | None = None) -> None:
+    """Clip i of ``prompts`` (its caption the prompt, seed SEED + i) generated with ``cfg`` (``toy_config``)."""
     from ovi.pipeline import OviPipeline  # heavy: only when generating
 
     videos = sorted(prompts.glob("*.mp4"))[:limit]
     captions = [read_caption(v) for v in videos]  # a clip without its caption: named before the model loads
-    pipe = OviPipeline.from_config(toy_config(release, overrides, **settings))
+    pipe = OviPipeline.from_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
     for i, (video, caption) in enumerate(tqdm(list(zip(videos, captions)), desc=f"generate {out.name}", unit="clip")):
         target = out / video.name
@@ -153,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         elif a.audio_from_video != "preset":
             settings["audio_from_video"] = a.audio_from_video == "true"
         try:  # every setting checked as ovi-generate checks it, one line, before any model loads
-            problems = settings_problems(toy_config(a.release, a.overrides, **settings))
+            cfg = toy_config(a.release, a.overrides, **settings)
         except ValueError as e:  # ovi.config.load_config's one error for a bad key or value
             p.error(f"bad setting in {a.overrides}: {e}".splitlines()[0])
+        problems = settings_problems(cfg)
         if problems:
             p.error("; ".join(problems))
         try:
-            generate_folder(a.release, a.prompts, a.out, a.limit, a.condition, renoise=a.renoise,
-                            overrides=a.overrides, **settings)
+            generate_folder(cfg, a.prompts, a.out, a.limit, a.condition, renoise=a.renoise)
         except FileNotFoundError as e:  # a clip without its caption (MissingCaption), or a release without a file
             p.error(str(e))
     print(json.dumps(score_folder(a.out, a.shuffle_audio), indent=1, default=float))
