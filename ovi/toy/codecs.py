@@ -31,12 +31,10 @@ from ovi.imaging import frames_to_pixels
 from ovi.media import read_audio, read_video, to_uint8_frames
 from ovi.toy.clip import SAMPLE_RATE
 from ovi.toy.fixed_codecs import BASES, MelPoolCodec, PixelVideoCodec, fit_audio_codec, fit_video_codec
+from ovi.toy.layout import AUDIO_CODEC_FILE, MODEL_CONFIG, VIDEO_CODEC_FILE
 from ovi.toy.sidecar import read_caption
 from ovi.toy.text import build_text_encoder
 
-MODEL_CONFIG = "configs/model/toy.yaml"  # the toy model; its text_dim is the toy UMT5's d_model
-VIDEO_CODEC_FILE = "video_codec.json"
-AUDIO_CODEC_FILE = "audio_codec.json"
 STATS_CLIPS = 64  # clips the latent statistics are measured on
 
 

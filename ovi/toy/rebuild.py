@@ -28,12 +28,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ovi.config import load_fusion_config, to_yaml
-from ovi.toy.codecs import AUDIO_CODEC_FILE, MODEL_CONFIG, VIDEO_CODEC_FILE
 from ovi.toy.fixed_codecs import BASES
+from ovi.toy.layout import AUDIO_CODEC_FILE, MODEL_CONFIG, V2A_WEIGHTS_FILE, VIDEO_CODEC_FILE
 from ovi.toy.world import clip_plan
 
 TRAIN_CONFIGS = {s: f"configs/train/toy_{s}.yaml" for s in ("audio_pretrain", "audio_finetune", "fusion", "v2a")}
-V2A_WEIGHTS_FILE = "v2a.safetensors"  # configs/inference/toy.yaml's checkpoints.v2a
 VOCODER_FILE = {"vocoder": "griffin_lim", "iters": 32}  # the shipped checkpoints/toy/griffin_lim.json
 
 
