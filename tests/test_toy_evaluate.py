@@ -44,6 +44,40 @@ def test_each_clip_gets_its_own_seed_and_a_rerun_skips_what_exists(tmp_path, mon
     assert pipe.calls[2:] == [("caption 2", evaluate.SEED + 2)]
 
 
+def test_i2v_gives_each_clip_its_own_first_frame_and_keeps_the_presets_second_pass(tmp_path, monkeypatch):
+    import numpy as np
+
+    import ovi.pipeline
+    from ovi.media import write_mp4
+
+    prompts = tmp_path / "world"
+    prompts.mkdir()
+    for i, level in enumerate((40, 200)):  # each clip opens on its own grey, then turns black
+        frames = np.zeros((6, 16, 16, 3), np.uint8)
+        frames[0] = level
+        write_mp4(prompts / f"toy_{i:05d}_bounce.mp4", frames, np.zeros(4000, np.float32), fps=24, sample_rate=16000)
+        write_sidecar(prompts / f"toy_{i:05d}_bounce.mp4", {"caption": f"caption {i}", "kind": "bounce"})
+    images = []
+
+    class ImagePipe(RecordingPipe):
+        def generate(self, prompt: str, seed: int, progress: bool = True, **given) -> SimpleNamespace:
+            images.append(given.pop("image"))
+            assert not given  # the image alone: no given video or audio
+            return super().generate(prompt, seed, progress)
+
+    monkeypatch.setattr(ovi.pipeline.OviPipeline, "from_config", classmethod(lambda cls, cfg: ImagePipe()))
+    evaluate.generate_folder(evaluate.toy_config(tmp_path), prompts, tmp_path / "out", condition="i2v")
+    assert [img.shape for img in images] == [(16, 16, 3)] * 2
+    assert [abs(float(img.mean()) - level) < 8 for img, level in zip(images, (40, 200))] == [True, True]
+    seen = []
+    monkeypatch.setattr(evaluate, "generate_folder", lambda cfg, *a, **k: seen.append(cfg.audio_from_video))
+    monkeypatch.setattr(evaluate, "score_folder", lambda folder, shuffle=False: {})
+    common = ["--release", str(tmp_path), "--prompts", str(prompts), "--out", str(tmp_path / "o")]
+    for extra in (["--condition", "i2v"], ["--condition", "i2v", "--audio-from-video", "false"], ["--condition", "v2a"]):
+        evaluate.main(common + extra)
+    assert seen == [evaluate.toy_config(tmp_path).audio_from_video, False, False] and seen[0]
+
+
 def test_flags_reach_the_config_given_modes_turn_the_second_pass_off_and_bad_ones_are_refused(tmp_path, monkeypatch):
     seen: list[object] = []
     configs: list[object] = []

@@ -7,11 +7,12 @@ is the prompt; the generated ``{id}.mp4`` gets that sidecar beside it, so ``ovi-
 adherence (kind, count, colours asked for). Writes ``scores.json`` (rows + summary) in ``--out``.
 ``--condition v2a`` gives the model the held-out clip's video and generates its sound (``a2v``: the audio, and
 generates the picture): the sync figures then measure the generated stream against the real one
-(``--conditioning noised|clean``: how the given stream enters each step, ``ovi.modes``). ``--lora PATH[:scale]``
+(``--conditioning noised|clean``: how the given stream enters each step, ``ovi.modes``); ``--condition i2v``
+gives its first frame as the image of an image-to-video prompt. ``--lora PATH[:scale]``
 generates with an adapter on the model (a toy LoRA, ``configs/train/lora_toy.yaml``). ``--audio-from-video
-true|false`` overrides the preset's second, video-to-audio pass for text prompts, ``--sync-guidance-scale`` its
-sync guidance (``ovi.sync_guidance``); any other preset setting goes as ovi-generate's ``key=value``
-(``num_steps=50 solver=euler``).
+true|false`` overrides the preset's second, video-to-audio pass for text and image prompts,
+``--sync-guidance-scale`` its sync guidance (``ovi.sync_guidance``); any other preset setting goes as
+ovi-generate's ``key=value`` (``num_steps=50 solver=euler``).
 
 Clip ``i`` (in name order) is sampled with seed ``i``: with one seed for every caption all clips start from the
 same noise, and the toy models place their sound events by the noise (every clip then had the same onsets), so
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from ovi.config import InferenceConfig
 from ovi.imaging import unit_to_uint8
-from ovi.media import read_audio, write_mp4
+from ovi.media import read_audio, read_video, write_mp4
 from ovi.toy.clip import SAMPLE_RATE
 from ovi.presets import load_inference_config
 from ovi.toy.cli import score
@@ -59,7 +60,7 @@ def toy_config(release: Path, overrides: Sequence[str] = (), **settings: object)
     return replace(cfg, checkpoints=checkpoints, **settings)
 
 
-CONDITIONS = ("none", "v2a", "a2v")
+CONDITIONS = ("none", "i2v", "v2a", "a2v")
 
 
 def generate_folder(cfg: InferenceConfig, prompts: Path, out: Path, limit: int | None = None, condition: str = "none",
@@ -87,9 +88,11 @@ def generate_folder(cfg: InferenceConfig, prompts: Path, out: Path, limit: int |
 
 
 def _generate(pipe: object, video: Path, caption: str, condition: str, seed: int) -> object:
-    """One sample from noise for ``caption``, given the held-out clip's video (v2a) or audio (a2v) or neither."""
+    """One sample from noise for ``caption``, given the held-out clip's first frame (i2v), video (v2a) or audio
+    (a2v), or none of them."""
     given = ({"video": video} if condition == "v2a" else
-             {"audio": read_audio(video, SAMPLE_RATE)} if condition == "a2v" else {})  # decoded only for a2v
+             {"audio": read_audio(video, SAMPLE_RATE)} if condition == "a2v" else
+             {"image": read_video(video, max_frames=1)[0][0]} if condition == "i2v" else {})  # decoded when given
     return pipe.generate(caption, seed=seed, progress=False, **given)
 
 
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--shuffle-audio", action="store_true", help="score with audio paired across clips (chance)")
     p.add_argument("--condition", choices=CONDITIONS, default="none",
-                   help="v2a: generate the sound of each held-out clip's video; a2v: the picture of its audio")
+                   help="i2v: each held-out clip's first frame as the image; v2a: generate the sound of its video; "
+                        "a2v: the picture of its audio")
     p.add_argument("--conditioning", choices=("noised", "clean"), default=None,
                    help="with --condition: the given stream noised to each step's level or kept clean (default: the "
                         "toy preset's, clean: V2A then runs on its V2A weights)")
@@ -149,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("sync_guidance_scale", "video_guidance_scale", "shift"):
             if getattr(a, name) is not None:
                 settings[name] = getattr(a, name)
-        if a.condition != "none":  # the given stream's own mode: no second pass
+        if a.condition in ("v2a", "a2v"):  # the given stream's own mode: no second pass
             settings["audio_from_video"] = False
-        elif a.audio_from_video != "preset":
+        elif a.audio_from_video != "preset":  # text or image prompts: the preset's second pass unless set
             settings["audio_from_video"] = a.audio_from_video == "true"
         try:  # every setting checked as ovi-generate checks it, one line, before any model loads
             cfg = toy_config(a.release, a.overrides, **settings)
