@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                         "toy preset's, clean: V2A then runs on its V2A weights)")
     p.add_argument("--lora", default="", help="adapter file(s) PATH[:scale], comma-separated, as ovi-generate lora=")
     p.add_argument("--audio-from-video", choices=("preset", "true", "false"), default="preset",
-                   help="text-to-video: the sound made again from the finished video (ovi-generate audio_from_video=); "
-                        "default: the toy preset's setting")
+                   help="text or image prompts: the sound made again from the finished video (ovi-generate "
+                        "audio_from_video=); default: the toy preset's setting")
     p.add_argument("--sync-guidance-scale", type=float, default=None,
                    help="sync guidance of V2A / A2V and the second pass (ovi-generate sync_guidance_scale=); "
                         "default: the toy preset's")
