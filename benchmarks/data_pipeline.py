@@ -28,6 +28,8 @@ from data_pipeline import media, synth  # noqa: E402
 from data_pipeline.config import load_data_config  # noqa: E402
 from data_pipeline.fake_caption_server import FakeCaptionServer  # noqa: E402
 from data_pipeline.runner import run_pipeline  # noqa: E402
+from ovi.geometry import FIVE_SECOND  # noqa: E402
+from ovi.logs import setup_logging  # noqa: E402
 
 
 class FfmpegCounter:
@@ -82,6 +84,8 @@ def run_once(inp: Path, out: Path, w: int, h: int, workers: int, extra: list[str
 
 def report(title: str, summary: dict, wall: float, counter: FfmpegCounter, decode_s: float, files: int) -> None:
     clips = summary["stages"]["pack"]["samples"]
+    if not clips:
+        raise SystemExit(f"{title}: no clip came through the pipeline, so there is nothing to time per clip")
     print(f"\n{title}: {clips} clips")
     print(f"{'step':<26}{'inputs':>7}{'core-s':>9}{'core-s/clip':>13}{'clips/s/core':>14}{'x decode':>10}")
     base = decode_s / clips
@@ -111,7 +115,10 @@ def main() -> None:
                         "as before encode-once) in the same process, for a before/after on equal footing")
     p.add_argument("--workdir", type=Path, help="keep inputs/outputs here (default: a temp folder)")
     args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    if args.seconds / 2 < FIVE_SECOND.duration_s:  # each scene must hold one training clip, or nothing is packed
+        p.error(f"--seconds {args.seconds:g} makes scenes shorter than a {FIVE_SECOND.duration_s:.2f} s clip; "
+                f"give at least {2 * FIVE_SECOND.duration_s:.2f} (default 11)")
+    setup_logging(logging.WARNING, logging.BASIC_FORMAT)  # basicConfig's own format, as before
     w, h = (int(x) for x in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)
