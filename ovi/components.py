@@ -14,6 +14,7 @@ import logging
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
@@ -21,14 +22,18 @@ from transformers import PreTrainedTokenizerFast
 
 from ovi.checkpoints import load_fusion_checkpoint
 from ovi.codecs.audio_codec import AudioCodec
-from ovi.codecs.audio_vae import AudioVAE, load_audio_vae
 from ovi.codecs.text_encoder import TextEncoder, build_umt5_encoder
-from ovi.codecs.video_vae import VideoVAE, build_wan22_vae
 from ovi.codecs.vocoder import build_vocoder, remove_weight_norm
 from ovi.config import FusionConfig, InferenceConfig
 from ovi.models.fusion import FusionModel
 from ovi.toy.fixed_codecs import MelPoolCodec, PixelVideoCodec, is_fixed_codec
 from ovi.toy.vocoder import GRIFFIN_LIM_ITERS, GriffinLimVocoder
+
+# The Wan2.2 and MMAudio VAEs are diffusers classes (~5 s to import); they are imported where they are built,
+# so loading the toy release's codecs (fixed codecs, Griffin-Lim), as precompute and training do, skips it.
+if TYPE_CHECKING:
+    from ovi.codecs.audio_vae import AudioVAE
+    from ovi.codecs.video_vae import VideoVAE
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ def load_video_codec(path: Path, dtype: torch.dtype, device: torch.device | str 
     """A Diffusers ``vae/`` folder, ``Wan2.2_VAE.pth``, or the toy's fixed pixel codec (``.json``)."""
     if is_fixed_codec(path):
         return PixelVideoCodec.from_file(path).to(device)
+    from ovi.codecs.video_vae import VideoVAE
+
     # Weights stored in bf16, arithmetic in float32: what the release runs (see ovi/codecs/video_vae.py).
     loader = VideoVAE.from_pretrained if path.is_dir() else VideoVAE.from_wan_checkpoint
     return loader(path, dtype=dtype, compute_dtype=torch.float32, device=device)
@@ -76,6 +83,8 @@ def load_audio_latent_codec(path: Path, device: torch.device | str = "cpu") -> A
     """The MMAudio VAE file ``v1-16.pth`` (float32: the mel log needs the mantissa), or the toy's mel-pool codec."""
     if is_fixed_codec(path):
         return MelPoolCodec.from_file(path).to(device)
+    from ovi.codecs.audio_vae import load_audio_vae
+
     return load_audio_vae(path, hidden_dim=None, device=device, dtype=torch.float32)
 
 
@@ -115,6 +124,9 @@ def random_components(model_cfg: FusionConfig, seed: int = 0, text_len: int | No
     """Every component at toy width with seeded random weights (float32, CPU); the caller's RNG is untouched."""
     logger.warning("random_weights: every model is random, untrained: the output is NOISE (a smoke test of the "
                    "code path). For a trained model that runs on a CPU use the toy preset: ovi-generate --config toy")
+    from ovi.codecs.audio_vae import AudioVAE
+    from ovi.codecs.video_vae import VideoVAE, build_wan22_vae
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = FusionModel(model_cfg)

@@ -24,6 +24,8 @@ MEL_HOP = 256
 MEL_FRAMES_PER_LATENT = 2  # MMAudio VAE time stride
 AUDIO_SAMPLES_PER_LATENT = MEL_HOP * MEL_FRAMES_PER_LATENT  # 512 samples = 32 ms per audio latent
 AUDIO_LATENT_RATE = SAMPLE_RATE / AUDIO_SAMPLES_PER_LATENT  # 31.25 latents per second
+VIDEO_LATENT_CHANNELS = 48  # Wan2.2 VAE z_dim
+AUDIO_LATENT_CHANNELS = 20  # MMAudio VAE embed_dim
 
 # Audio latents of the released checkpoints, by video frame count. The 10 s model uses 314 = 2 x 157, which no
 # single rounding of 31.25 latents/s reproduces (121 frames -> 157.55, 241 -> 313.80: floor gives 157 and

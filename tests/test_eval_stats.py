@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 from scipy.stats import entropy
 
-from ovi.eval.stats import frechet_distance, frechet_distance_features, inception_score, kl_divergence
+from ovi.eval.stats import (
+    frechet_distance,
+    frechet_distance_features,
+    gaussian_stats,
+    inception_score,
+    kl_divergence,
+)
 
 
 def test_identical_sets_have_zero_frechet_distance():
@@ -29,6 +35,23 @@ def test_sample_fd_approaches_the_population_value():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(4000, 2)), rng.normal(size=(4000, 2)) + np.array([3.0, 0.0])
     assert frechet_distance_features(x, y) == pytest.approx(9.0, rel=0.05)
+
+
+def test_fewer_clips_than_dimensions_give_the_square_root_route_without_it():
+    # 20 and 24 clips of 32-d embeddings: the samples' nuclear-norm trace against scipy's [D, D] square root.
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(20, 32)), 0.5 * rng.normal(size=(24, 32)) @ rng.normal(size=(32, 32)) + 1.0
+    want = frechet_distance(*gaussian_stats(x), *gaussian_stats(y))
+    assert frechet_distance_features(x, y) == pytest.approx(want, rel=1e-6)
+
+
+def test_a_shifted_copy_of_two_wide_embeddings_gives_the_shift_exactly():
+    # Two clips of 2048-d PANNs-width embeddings (rank-1 covariances): FD = ||shift||^2, no diagonal offset.
+    x = np.random.default_rng(4).normal(size=(2, 2048))
+    shift = np.zeros(2048)
+    shift[:4] = [1.0, -2.0, 0.5, 2.0]
+    assert frechet_distance_features(x, x) == pytest.approx(0.0, abs=1e-8)
+    assert frechet_distance_features(x, x + shift) == pytest.approx(9.25, rel=1e-9)
 
 
 def test_kl_matches_scipy_entropy_and_is_zero_on_itself():

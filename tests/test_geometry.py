@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from ovi.codecs.audio_codec import AudioCodec
-from ovi.codecs.audio_vae import TIME_STRIDE, AudioVAE
+from ovi.codecs.audio_vae import LATENT_CHANNELS, TIME_STRIDE, AudioVAE
 from ovi.codecs.mel import HOP_LENGTH, SAMPLE_RATE, MelFrontEnd
 from ovi.codecs.video_vae import VideoVAE, build_wan22_vae
 from ovi.components import TINY_AUDIO_VAE_HIDDEN, TINY_VIDEO_VAE
 from data_pipeline.config import AUDIO_FINETUNE_S, DataPipelineConfig
 from ovi.config import InferenceConfig, load_config
 from ovi.geometry import (
+    AUDIO_LATENT_CHANNELS,
     AUDIO_LATENT_RATE,
     AUDIO_SAMPLES_PER_LATENT,
     FIVE_SECOND,
@@ -26,6 +27,7 @@ from ovi.geometry import (
     TEN_SECOND,
     VAE_SPATIAL_FACTOR,
     VAE_TEMPORAL_FACTOR,
+    VIDEO_LATENT_CHANNELS,
     ClipGeometry,
     audio_latents_for_samples,
     check_size,
@@ -68,6 +70,7 @@ def test_codec_constants_agree_with_the_geometry() -> None:
     assert SAMPLE_RATE == ClipGeometry.for_frames(121).sample_rate
     assert (HOP_LENGTH, TIME_STRIDE) == (MEL_HOP, MEL_FRAMES_PER_LATENT)
     assert HOP_LENGTH * TIME_STRIDE == AUDIO_SAMPLES_PER_LATENT
+    assert LATENT_CHANNELS == AUDIO_LATENT_CHANNELS
 
 
 @pytest.mark.parametrize("geometry", [FIVE_SECOND, TEN_SECOND], ids=["5s", "10s"])
@@ -89,6 +92,7 @@ def test_audio_codec_encodes_audio_samples_to_audio_latents(geometry: ClipGeomet
 def test_video_vae_agrees_with_the_geometry() -> None:
     vae = VideoVAE(build_wan22_vae(TINY_VIDEO_VAE))
     assert (vae.temporal_compression, vae.spatial_compression) == (VAE_TEMPORAL_FACTOR, VAE_SPATIAL_FACTOR)
+    assert vae.z_dim == VIDEO_LATENT_CHANNELS
     for g in (FIVE_SECOND, TEN_SECOND, ClipGeometry.for_frames(9)):
         assert vae.latent_frames(g.num_frames) == g.latent_frames
     g = ClipGeometry.for_frames(9)

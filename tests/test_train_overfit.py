@@ -32,7 +32,7 @@ audio: {modality: audio, in_dim: 20, out_dim: 20, patch_size: [1], dim: 192, ffn
         num_layers: 1, text_len: 32, rope_temporal_scale: 0.19676}
 """
 CLIP = ["data.video.height=64", "data.video.width=64", "data.video.num_frames=9"]  # audio: 11 latents (geometry)
-STEPS, BATCH, SAMPLING_STEPS, SHIFT = 500, 4, 25, 5.0
+STEPS, BATCH, SAMPLING_STEPS, SHIFT = 400, 4, 25, 5.0
 CLOSE, FAR = 0.4, 0.8  # rel_l2 to the clip's latents (a noise draw is at ~1.4)
 
 

@@ -8,11 +8,17 @@ from typing import Optional, Protocol
 
 import torch
 
-from ovi.codecs.audio_codec import LATENT_CHANNELS
-from ovi.geometry import AUDIO_SAMPLES_PER_LATENT, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, audio_latents_for_samples
+# The geometry's channel counts, not the codecs': importing a codec loads diffusers (~7 s of every launch).
+from ovi.geometry import (
+    AUDIO_LATENT_CHANNELS,
+    AUDIO_SAMPLES_PER_LATENT,
+    VAE_SPATIAL_FACTOR,
+    VAE_TEMPORAL_FACTOR,
+    VIDEO_LATENT_CHANNELS,
+    audio_latents_for_samples,
+)
 from train.config import EncodersConfig
 
-VIDEO_LATENT_CHANNELS = 48  # Wan2.2 VAE z_dim
 TEXT_DIM = 4096
 
 
@@ -63,7 +69,7 @@ class RandomAudioEncoder:
     def __init__(self, seed: int):
         g = torch.Generator().manual_seed(seed + 1)
         self.window = AUDIO_SAMPLES_PER_LATENT
-        self.proj = torch.randn(LATENT_CHANNELS, self.window, generator=g) / self.window**0.5
+        self.proj = torch.randn(AUDIO_LATENT_CHANNELS, self.window, generator=g) / self.window**0.5
 
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         b, n = wave.shape

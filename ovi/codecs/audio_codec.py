@@ -10,27 +10,22 @@ The DiT uses the channels-last layout [L, 20] per sample; transposing is the cal
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import nn
 
-from ovi.codecs.audio_vae import (
-    LATENT_CHANNELS,
-    RELEASE_HIDDEN_DIM,
-    AudioVAE,
-    build_audio_vae_on_meta,
-    load_audio_vae,
-)
 from ovi.codecs.mel import HOP_LENGTH, N_MELS, SAMPLE_RATE, MelFrontEnd
 from ovi.codecs.vocoder import build_vocoder_on_meta, load_vocoder
 from ovi.geometry import AUDIO_SAMPLES_PER_LATENT, audio_latents_for_samples
+
+if TYPE_CHECKING:  # the MMAudio VAE loads diffusers (~5 s); the toy's fixed codec runs in this class without it
+    from ovi.codecs.audio_vae import AudioVAE
 
 __all__ = [
     "SAMPLE_RATE",
     "HOP_LENGTH",
     "N_MELS",
-    "LATENT_CHANNELS",
     "SAMPLES_PER_LATENT",
     "LATENT_RATE",
     "AudioCodec",
@@ -62,7 +57,7 @@ class AudioCodec(nn.Module):
         vae_path: str | Path,
         vocoder_path: str | Path,
         *,
-        vae_hidden_dim: int = RELEASE_HIDDEN_DIM,
+        vae_hidden_dim: int | None = None,
         vocoder_config: Mapping[str, Any] | str | Path | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
@@ -70,9 +65,12 @@ class AudioCodec(nn.Module):
         """Load ``v1-16.pth`` and ``best_netG.pt`` (release layouts; strict key checks).
 
         ``vae_hidden_dim`` / ``vocoder_config`` (a mapping of bigvgan_vocoder.yml keys to override, or a
-        YAML file) default to the release sizes. Weights are normalised in float32, then cast to ``dtype``.
+        YAML file) default (None) to the release sizes. Weights are normalised in float32, then cast to ``dtype``.
         """
-        vae = load_audio_vae(vae_path, hidden_dim=vae_hidden_dim, device=device, dtype=dtype)
+        from ovi.codecs.audio_vae import RELEASE_HIDDEN_DIM, load_audio_vae
+
+        hidden = RELEASE_HIDDEN_DIM if vae_hidden_dim is None else vae_hidden_dim
+        vae = load_audio_vae(vae_path, hidden_dim=hidden, device=device, dtype=dtype)
         vocoder = load_vocoder(vocoder_path, config=vocoder_config, device=device, dtype=dtype)
         return cls(vae, vocoder, MelFrontEnd().to(device)).eval().requires_grad_(False)
 
@@ -115,7 +113,11 @@ class AudioCodec(nn.Module):
 
 
 def build_audio_codec_on_meta(
-    vae_hidden_dim: int = RELEASE_HIDDEN_DIM, vocoder_config: Mapping[str, Any] | str | Path | None = None
+    vae_hidden_dim: int | None = None, vocoder_config: Mapping[str, Any] | str | Path | None = None
 ) -> AudioCodec:
-    """The codec with meta tensors in the release files' layout (vocoder still weight-normed)."""
-    return AudioCodec(build_audio_vae_on_meta(vae_hidden_dim), build_vocoder_on_meta(vocoder_config))
+    """The codec with meta tensors in the release files' layout (vocoder still weight-normed); sizes default
+    (None) to the release's."""
+    from ovi.codecs.audio_vae import RELEASE_HIDDEN_DIM, build_audio_vae_on_meta
+
+    hidden = RELEASE_HIDDEN_DIM if vae_hidden_dim is None else vae_hidden_dim
+    return AudioCodec(build_audio_vae_on_meta(hidden), build_vocoder_on_meta(vocoder_config))

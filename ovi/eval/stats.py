@@ -23,7 +23,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
-    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    covmean = linalg.sqrtm(sigma1 @ sigma2)  # no `disp`: deprecated, gone in SciPy 1.18
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * EPS
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
@@ -33,8 +33,24 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def frechet_distance_features(a: np.ndarray, b: np.ndarray) -> float:
-    """FD between two embedding sets [N, D] and [M, D]."""
-    return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+    """FD between two embedding sets [N, D] and [M, D].
+
+    With fewer clips than dimensions (50 clips of 2048-d PANNs / I3D embeddings) the [D, D] square root is
+    both slow (~14 s on 2 cores) and ill-posed (singular covariances). There the trace comes from the samples:
+    with centred, scaled sets X [N, D] and Y [M, D] (S1 = X^T X, S2 = Y^T Y), the nonzero eigenvalues of S1 S2
+    are the squared singular values of X Y^T [N, M], so Tr (S1 S2)^(1/2) is that matrix's nuclear norm: exact,
+    with no diagonal offset.
+    """
+    mu1, sigma1 = gaussian_stats(a)
+    mu2, sigma2 = gaussian_stats(b)
+    (n, d), m = np.shape(a), np.shape(b)[0]
+    if min(n, m) > d:
+        return frechet_distance(mu1, sigma1, mu2, sigma2)
+    x = (np.asarray(a, dtype=np.float64) - mu1) / np.sqrt(n - 1)  # [N, D]
+    y = (np.asarray(b, dtype=np.float64) - mu2) / np.sqrt(m - 1)  # [M, D]
+    trace_root = np.linalg.svd(x @ y.T, compute_uv=False).sum()
+    diff = mu1 - mu2
+    return float(max(diff @ diff + (x * x).sum() + (y * y).sum() - 2.0 * trace_root, 0.0))
 
 
 def _normalise(p: np.ndarray) -> np.ndarray:
