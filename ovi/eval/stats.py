@@ -11,11 +11,17 @@ from scipy import linalg
 EPS = 1e-6  # added to the covariance diagonals when their product is singular (few clips, wide embeddings)
 
 
-def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean [D], covariance [D, D]) of ``features`` [N, D]; N >= 2 (a covariance needs two samples)."""
+def _embedding_set(features: np.ndarray) -> np.ndarray:
+    """``features`` as float64 [N, D]; N >= 2 (a covariance needs two samples)."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or features.shape[0] < 2:
         raise ValueError(f"need features [N >= 2, D], got shape {features.shape}; evaluate at least two clips")
+    return features
+
+
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [D], covariance [D, D]) of ``features`` [N, D]; N >= 2 (a covariance needs two samples)."""
+    features = _embedding_set(features)
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -41,13 +47,13 @@ def frechet_distance_features(a: np.ndarray, b: np.ndarray) -> float:
     are the squared singular values of X Y^T [N, M], so Tr (S1 S2)^(1/2) is that matrix's nuclear norm: exact,
     with no diagonal offset.
     """
-    mu1, sigma1 = gaussian_stats(a)
-    mu2, sigma2 = gaussian_stats(b)
-    (n, d), m = np.shape(a), np.shape(b)[0]
+    a, b = _embedding_set(a), _embedding_set(b)
+    (n, d), m = a.shape, b.shape[0]
     if min(n, m) > d:
-        return frechet_distance(mu1, sigma1, mu2, sigma2)
-    x = (np.asarray(a, dtype=np.float64) - mu1) / np.sqrt(n - 1)  # [N, D]
-    y = (np.asarray(b, dtype=np.float64) - mu2) / np.sqrt(m - 1)  # [M, D]
+        return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+    mu1, mu2 = a.mean(axis=0), b.mean(axis=0)  # no [D, D] covariance: the samples carry it
+    x = (a - mu1) / np.sqrt(n - 1)  # [N, D]
+    y = (b - mu2) / np.sqrt(m - 1)  # [M, D]
     trace_root = np.linalg.svd(x @ y.T, compute_uv=False).sum()
     diff = mu1 - mu2
     return float(max(diff @ diff + (x * x).sum() + (y * y).sum() - 2.0 * trace_root, 0.0))
