@@ -25,7 +25,7 @@ from train.data.loader import Batch, BatchStream
 from train.ema import Ema, ema_file
 from ovi.lora import AdapterInfo, base_name, file_fingerprint, inject_lora
 from train.encoders import Encoders, build_encoders
-from train.engine import build_engine, deepspeed_config, init_distributed
+from train.engine import build_engine, deepspeed_config, init_distributed, zero_stage
 from train.evaluation import InLoopEvaluator
 from train.export import DTYPES, export_checkpoint
 from train.metrics import MetricsSink, detect_peak_tflops
@@ -85,6 +85,10 @@ class Trainer:
         self.strategy = strategy_for(cfg, model)
         self.flop_counters = self.strategy.flop_counters()
         self.engine = build_engine(model, cfg, self.dist, ds_config)
+        # DeepSpeed keeps the pre-clip gradient norm only where its ZeRO or bf16 optimizer clips; under ZeRO-0 in
+        # fp32 it clips through torch and drops the norm (the log read 0), so the trainer measures it there.
+        self.measure_grad_norm = zero_stage(ds_config) == 0 and cfg.engine.precision == "fp32"
+        self.grad_norm = 0.0
         self.ema = Ema(model, cfg.ema.decay, self.rank, self.world) if cfg.ema.decay else None
         self.dtype = torch.bfloat16 if cfg.engine.precision == "bf16" else torch.float32
         torch.manual_seed(derived_seed(cfg.seed, self.layout.dp_rank, "torch"))  # one stream per SP group
@@ -190,6 +194,10 @@ class Trainer:
         streams = self.strategy.streams(nb)
         out = self.strategy.loss(nb, streams, self.strategy.forward(self.engine, streams))
         self.engine.backward(out.loss)
+        if self.measure_grad_norm and self.engine.is_gradient_accumulation_boundary():
+            # After backward's all-reduce at the boundary: the summed, averaged gradients every rank holds.
+            grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+            self.grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
         self.engine.step()
         tokens = self.strategy.tokens(nb)
         loss = float(out.loss.detach())
@@ -288,7 +296,7 @@ class Trainer:
         values = {
             "loss": g["loss"] / micro,
             "lr": lr,
-            "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+            "grad_norm": self.grad_norm if self.measure_grad_norm else float(self.engine.get_global_grad_norm() or 0),
             "samples_per_s": g["samples"] / seconds,
             "tokens_per_s": g["tokens"] / seconds,
             "step_time_s": seconds / steps,
