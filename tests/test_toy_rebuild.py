@@ -25,7 +25,8 @@ RELEASE_FILES = ("fusion.safetensors", "video_codec.json", "audio_codec.json", "
 def test_quick_rebuild_makes_a_release_the_pipeline_samples(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "toy"
-    assert cli.main(["rebuild", "--quick", "--out", str(out)]) == 0
+    assert cli.main(["rebuild", "--quick", "--out", str(out), "--fusion-steps", "3"]) == 0
+    assert (out / "fusion/checkpoints/step_000003").is_dir()  # --fusion-steps reached stage 2's trainer
     release = out / "release" / "fusion"
     for name in RELEASE_FILES:
         assert (release / name).is_file(), name
@@ -56,3 +57,11 @@ def test_quick_rebuild_makes_a_release_the_pipeline_samples(tmp_path, monkeypatc
     assert cli.main(["rebuild", "--quick", "--out", str(out)]) == 0
     assert (out / "phase_times.json").read_text() == before
     assert QUICK.clips == len(list((out / "world").glob("*.mp4")))
+
+
+@pytest.mark.parametrize("steps", ["0", "-5", "many"])
+def test_fusion_steps_must_be_positive_before_anything_runs(tmp_path, steps, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["rebuild", "--out", str(tmp_path / "toy"), "--fusion-steps", steps])
+    assert "whole number of steps" in capsys.readouterr().err
+    assert not (tmp_path / "toy").exists()

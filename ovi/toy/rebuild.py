@@ -11,6 +11,7 @@ Every phase is a subprocess running the project's own CLI, so the recipe is exac
 each tool resumes on its own (clips, shards, latent shards and trainer checkpoints are written atomically) and a
 phase whose outputs are complete is skipped, so a killed rebuild continues where it stopped.
 ``--quick`` runs the same chain on a handful of clips and a few steps (CI: minutes).
+``--fusion-steps N`` lengthens stage 2 alone: the longer-trained video tower the 90 minutes leave out.
 """
 from __future__ import annotations
 
@@ -199,10 +200,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--video-basis", choices=BASES, default="pixels",
                    help="the pixel codec's basis (ovi.toy.fixed_codecs); haar_time weighs motion more in the loss")
+    p.add_argument("--fusion-steps", type=_positive, metavar="N",
+                   help=f"stage 2's steps (default {FULL.fusion_steps}, {QUICK.fusion_steps} with --quick): a longer-"
+                        "trained video tower, the route past the 90-minute budget (hours on 2 cores)")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of steps >= 1, got {text!r}")
+    return int(text)
 
 
 def run_from_args(a: argparse.Namespace) -> int:
-    times = Rebuild(a.out, QUICK if a.quick else FULL, a.seed, a.video_basis).run(a.ablations)
+    budget = QUICK if a.quick else FULL
+    if a.fusion_steps:
+        budget = replace(budget, fusion_steps=a.fusion_steps)
+    times = Rebuild(a.out, budget, a.seed, a.video_basis).run(a.ablations)
     print("phase times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     print(f"release folder(s) in {a.out / 'release'}; ship one with: cp -r {a.out / 'release' / 'fusion'}/* checkpoints/toy/")
     return 0
